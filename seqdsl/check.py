@@ -1,0 +1,395 @@
+"""Names and time: what every name in a cell means, and in which order its
+equations run.
+
+`scope_cell` turns a cell's syntax into a `CellScope`: inputs, states,
+intermediates in dependency order, the parameters (the free names) with how
+they are used, and warnings. Shapes are inferred later, while lowering.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+
+from . import syntax as S
+from .errors import Loc, SeqError, SeqWarning
+
+FUNCTIONS = {"sigmoid": "sigmoid", "σ": "sigmoid", "tanh": "tanh", "relu": "relu", "exp": "exp",
+             "log": "log", "softmax": "softmax", "layernorm": "layernorm"}
+INITIALISERS = {"normal": (1, 1), "uniform": (1, 1), "zeros": (0, 0), "ones": (0, 0),
+                "glorot": (0, 0), "orthogonal": (0, 1)}  # name: (min, max) arguments
+
+
+@dataclass
+class ParamUse:
+    name: str
+    kind: str  # "matrix" (applied as a weight) or "vector" (used elementwise)
+    loc: Loc  # first use
+    init: tuple = ("default",)  # ("const", v) or (initialiser, *numbers)
+    declared: bool = False
+
+
+@dataclass
+class CellScope:
+    name: str
+    loc: Loc
+    source: str
+    inputs: dict[str, S.InputDecl]
+    states: dict[str, int | str]  # name -> declared size (symbol or number)
+    state_locs: dict[str, Loc]
+    equations: list[S.Equation]  # in an order where every value is defined before use
+    intermediates: set[str]
+    params: dict[str, ParamUse]
+    output: str
+    warnings: list[SeqWarning] = field(default_factory=list)
+
+    def ref(self, var: S.Var) -> tuple[str, str]:
+        """What a (valid) reference means: ('input'|'prev'|'new'|'inter'|'param', name)."""
+        if var.name in self.inputs:
+            return "input", var.name
+        if var.name in self.states:
+            return ("new" if var.time and var.time.offset == 0 else "prev"), var.name
+        if var.name in self.intermediates:
+            return "inter", var.name
+        return "param", var.name
+
+
+def scope_cell(cell: S.CellDef, source: str) -> CellScope:
+    """Resolve every name of `cell`, enforce the time rules, order its equations."""
+    ck = _CellChecker(cell, source)
+    return ck.run()
+
+
+def looks_like_typo(name: str, defined) -> str | None:
+    """A defined name that `name` is probably a misspelling of.
+
+    Parameters are named after what they serve (`Wc`, `bc` beside `c`), so a
+    free name only counts as a typo when it starts like the defined name and
+    is one edit away from it (two for long names): `c_tlde` for `c_tilde`,
+    `Γf` where only `Γu` is defined.
+    """
+    best = None
+    for d in defined:
+        if d == name or d[:1] != name[:1] or len(name) < 2:
+            continue
+        limit = 2 if min(len(d), len(name)) >= 6 else 1
+        dist = _edit_distance(name, d)
+        if dist <= limit and (best is None or dist < best[0]):
+            best = (dist, d)
+    return best[1] if best else None
+
+
+def _edit_distance(a: str, b: str) -> int:
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def check_time(var: S.Var, source: str, allow_T: bool = False) -> None:
+    """Only `<t>` and `<t-1>` (and `<T>` in networks) are time indices."""
+    t = var.time
+    if t is None:
+        return
+    if t.base == "T" and t.offset == 0 and allow_T:
+        return
+    if t.base == "T":
+        raise SeqError(f"`{var}`: `<T>` (each example's last step) is only meaningful in a network",
+                       t.loc, hint="inside a cell, write `<t>` or `<t-1>`", source=source)
+    if t.base != "t":
+        raise SeqError(f"unknown time index `{t}`", t.loc,
+                       hint="time indices are `<t>`, `<t-1>` and, in networks, `<T>`", source=source)
+    if t.offset > 0:
+        raise SeqError(f"`{var}` looks into the future: a step can read only `<t>` and `<t-1>`",
+                       t.loc, hint="to read later steps, run the layer backwards with "
+                       "bidirectional(...) in a network", source=source)
+    if t.offset < -1:
+        raise SeqError(f"`{var}` reaches {-t.offset} steps back: a step can read only `<t>` and `<t-1>`",
+                       t.loc, hint=f"keep older values in states of their own", source=source)
+
+
+class _CellChecker:
+    def __init__(self, cell: S.CellDef, source: str):
+        self.cell = cell
+        self.source = source
+        self.warnings: list[SeqWarning] = []
+
+    def err(self, message: str, loc: Loc, hint: str | None = None) -> SeqError:
+        return SeqError(message, loc, hint=hint, source=self.source)
+
+    def run(self) -> CellScope:
+        cell = self.cell
+        inputs: dict[str, S.InputDecl] = {}
+        states: dict[str, int | str] = {}
+        state_locs: dict[str, Loc] = {}
+        decls: dict[str, S.ParamDecl] = {}
+        outputs: list[S.OutputDecl] = []
+        equations: list[S.Equation] = []
+        for st in cell.body:
+            if isinstance(st, S.InputDecl):
+                for n in st.names:
+                    self._fresh(n, st.loc, inputs, states)
+                    inputs[n] = st
+            elif isinstance(st, S.StateDecl):
+                for n in st.names:
+                    self._fresh(n, st.loc, inputs, states)
+                    states[n] = st.size if st.size is not None else "H"
+                    state_locs[n] = st.loc
+            elif isinstance(st, S.ParamDecl):
+                if st.name in decls:
+                    raise self.err(f"parameter `{st.name}` is declared twice", st.loc)
+                decls[st.name] = st
+            elif isinstance(st, S.OutputDecl):
+                outputs.append(st)
+            else:
+                equations.append(st)
+        if not inputs:
+            raise self.err(f"cell {cell.name} has no input", cell.loc,
+                           hint="declare one: `input x`")
+        if not states:
+            raise self.err(f"cell {cell.name} has no state", cell.loc,
+                           hint="declare one: `state h : H`")
+        for n, kind in ((n, d.kind) for n, d in inputs.items()):
+            if kind is not None:
+                raise self.err(f"input `{n}` of a cell is a vector; `: {kind}` belongs in a network",
+                               inputs[n].loc)
+
+        # Equation targets: one `<t>` equation per state, one per intermediate.
+        defined_at: dict[str, int] = {}  # target name -> index of its equation
+        for i, eq in enumerate(equations):
+            tgt = eq.target
+            if tgt.name in inputs:
+                raise self.err(f"`{tgt.name}` is an input; it cannot be given an equation", tgt.loc)
+            if tgt.name in states:
+                if tgt.time is None or tgt.time.base != "t" or tgt.time.offset != 0:
+                    raise self.err(f"state `{tgt.name}` is updated by an equation for "
+                                   f"`{tgt.name}<t>`, not `{tgt}`", tgt.loc,
+                                   hint=f"write `{tgt.name}<t> = ...`")
+            elif tgt.time is not None and (tgt.time.base != "t" or tgt.time.offset != 0):
+                raise self.err(f"`{tgt}`: only a state has a value at another step; "
+                               f"an intermediate is written `{tgt.name}` or `{tgt.name}<t>`", tgt.loc)
+            if tgt.name in defined_at:
+                first = equations[defined_at[tgt.name]].loc
+                what = "`<t>` equation for state" if tgt.name in states else "equation for"
+                raise self.err(f"a second {what} `{tgt.name}` (the first is at line {first.line})",
+                               tgt.loc, hint="every value has exactly one equation")
+            defined_at[tgt.name] = i
+        for n in states:
+            if n not in defined_at:
+                raise self.err(f"state `{n}` has no `{n}<t> = ...` equation", state_locs[n],
+                               hint=f"every state needs exactly one equation for `{n}<t>`")
+        intermediates = {eq.target.name for eq in equations if eq.target.name not in states}
+
+        # References, calls, parameter uses.
+        params: dict[str, ParamUse] = {}
+        deps: list[set[str]] = []
+        used: set[str] = set()
+        for i, eq in enumerate(equations):
+            here: set[str] = set()
+            for node in S.walk(eq.expr):
+                if isinstance(node, S.Var):
+                    self._reference(node, i, equations, defined_at, inputs, states,
+                                    intermediates, params, here, used)
+                elif isinstance(node, S.Apply):
+                    self._weight(node, inputs, states, intermediates, params)
+                elif isinstance(node, S.Call):
+                    self._call(node)
+                elif isinstance(node, S.BinOp) and node.op == "/" and not _is_number(node.right):
+                    raise self.err("`/` divides by a number only", node.right.loc,
+                                   hint="write `a * b` or use `exp`/`log` for other quotients")
+            deps.append(here)
+
+        for name, d in decls.items():
+            if name in inputs or name in states or name in intermediates:
+                raise self.err(f"`{name}` is already defined; only a free name can be a parameter",
+                               d.loc)
+            if name not in params:
+                self.warnings.append(SeqWarning(f"parameter `{name}` is declared but never used",
+                                                d.loc))
+                continue
+            params[name].declared = True
+            params[name].init = self._init(d)
+
+        defined_names = list(inputs) + list(states) + sorted(intermediates)
+        for p in params.values():
+            if p.declared:
+                continue
+            near = looks_like_typo(p.name, defined_names)
+            if near:
+                raise self.err(f"`{p.name}` is not defined, so it would become a new parameter",
+                               p.loc, hint=f"did you mean `{near}`? (if `{p.name}` is meant to be "
+                               f"a learned parameter, declare it: `param {p.name}`)")
+
+        order = self._order(equations, deps, states)
+        for name in sorted(intermediates - used):
+            eq = equations[defined_at[name]]
+            self.warnings.append(SeqWarning(f"intermediate `{name}` is defined but never used",
+                                            eq.target.loc))
+        for n in inputs:
+            if n not in used:
+                self.warnings.append(SeqWarning(f"input `{n}` is never used", inputs[n].loc))
+
+        output = self._output(outputs, states)
+        return CellScope(cell.name, cell.loc, self.source, inputs, states, state_locs,
+                         [equations[i] for i in order], intermediates, params, output,
+                         self.warnings)
+
+    def _fresh(self, name, loc, inputs, states):
+        if name in inputs or name in states:
+            raise self.err(f"`{name}` is declared twice", loc)
+
+    def _reference(self, var, i, equations, defined_at, inputs, states, intermediates,
+                   params, here, used):
+        check_time(var, self.source)
+        name, t = var.name, var.time
+        if name in inputs:
+            if t is not None and t.offset != 0:
+                raise self.err(f"`{var}`: an input is only available at its own step",
+                               t.loc, hint=f"keep `{name}` in a state to read it a step later")
+        elif name in states:
+            if t is not None and t.offset == 0:
+                j = defined_at[name]
+                if j >= i:
+                    what = ("in its own equation" if j == i else
+                            f"before its equation (line {equations[j].loc.line})")
+                    raise self.err(f"`{var}` is used {what}", var.loc,
+                                   hint=f"`{name}` or `{name}<t-1>` is the previous value; "
+                                   f"`{name}<t>` may be used once its equation has been given")
+                here.add(name)
+        elif name in intermediates:
+            if t is not None and t.offset != 0:
+                raise self.err(f"`{var}`: an intermediate has no value at another step", t.loc,
+                               hint=f"declare `{name}` a state to carry it across steps")
+            here.add(name)
+        else:
+            if t is not None:
+                near = looks_like_typo(name, list(inputs) + list(states) + sorted(intermediates))
+                raise self.err(f"`{var}`: `{name}` is not an input, state or intermediate, so it "
+                               f"has no value at a step", var.loc,
+                               hint=f"did you mean `{near}`?" if near else None)
+            self._use(params, name, "vector", var.loc)
+        used.add(name)
+
+    def _weight(self, node: S.Apply, inputs, states, intermediates, params):
+        name = node.weight
+        for what, table in (("an input", inputs), ("a state", states),
+                            ("an intermediate", intermediates)):
+            if name in table:
+                raise self.err(f"`{name}` is {what}, not a weight: only a parameter can be "
+                               f"applied to a vector", node.weight_loc,
+                               hint=f"for an elementwise product write `{name} * ...`")
+        if isinstance(node.arg, S.Num):
+            raise self.err(f"weight `{name}` is applied to a number", node.arg.loc)
+        self._use(params, name, "matrix", node.weight_loc)
+
+    def _use(self, params, name, kind, loc):
+        use = params.get(name)
+        if use is None:
+            params[name] = ParamUse(name, kind, loc)
+        elif use.kind != kind:
+            first = "as a weight applied to a vector" if use.kind == "matrix" else "elementwise"
+            now = "as a weight" if kind == "matrix" else "elementwise, as a vector"
+            raise self.err(f"parameter `{name}` is used {now} here, but {first} at line "
+                           f"{use.loc.line}, column {use.loc.col}", loc,
+                           hint="a parameter is either a matrix or a vector; use two names")
+
+    def _call(self, node: S.Call):
+        if not isinstance(node.callee, str):
+            raise self.err("a cell cannot call the result of a call", node.loc)
+        name = node.callee
+        if name not in FUNCTIONS:
+            near = difflib.get_close_matches(name, list(FUNCTIONS), n=1, cutoff=0.6)
+            if near:
+                hint = f"did you mean `{near[0]}`?"
+            else:
+                arg = _source_text(self.source, node.args[0].loc) if len(node.args) == 1 else "..."
+                hint = (f"to apply a weight write `{name}[{arg}]`; the functions are "
+                        + ", ".join(sorted(set(FUNCTIONS) - {"σ"})) + " and σ")
+            raise self.err(f"unknown function `{name}`", node.callee_loc, hint=hint)
+        if node.kwargs:
+            raise self.err(f"`{name}` takes no keyword arguments", node.loc)
+        if len(node.args) != 1:
+            raise self.err(f"`{name}` takes one argument, not {len(node.args)}", node.loc)
+
+    def _init(self, d: S.ParamDecl) -> tuple:
+        if d.value is not None:
+            if not _is_number(d.value):
+                raise self.err(f"`param {d.name} = ...` takes a number", d.value.loc,
+                               hint=f"for a random start write `param {d.name} ~ normal(0.1)`")
+            return ("const", _number(d.value))
+        if d.init is None:
+            return ("default",)
+        init = d.init
+        name = init.name if isinstance(init, S.Var) else (
+            init.callee if isinstance(init, S.Call) and isinstance(init.callee, str) else None)
+        if name not in INITIALISERS:
+            raise self.err("unknown initialiser", init.loc, hint="use one of " + ", ".join(
+                f"{k}(...)" if INITIALISERS[k][1] else k for k in INITIALISERS))
+        args = init.args if isinstance(init, S.Call) else ()
+        lo, hi = INITIALISERS[name]
+        if not lo <= len(args) <= hi or not all(_is_number(a) for a in args):
+            raise self.err(f"`{name}` takes {lo if lo == hi else f'{lo} to {hi}'} number(s)",
+                           init.loc)
+        return (name, *(_number(a) for a in args))
+
+    def _order(self, equations, deps, states) -> list[int]:
+        """Dependency order, keeping the written order where it is free."""
+        index = {eq.target.name: i for i, eq in enumerate(equations)}
+        # Reading a state's previous value does not depend on its equation.
+        needs = [{index[n] for n in d} for d in deps]
+        done: list[int] = []
+        state: dict[int, str] = {}
+
+        def visit(i, path):
+            if state.get(i) == "done":
+                return
+            if state.get(i) == "active":
+                cycle = path[path.index(i):] + [i]
+                names = " → ".join(_shown(equations[j].target) for j in cycle)
+                raise self.err(f"cycle among intermediates: {names}", equations[i].target.loc,
+                               hint="each value must be computable from earlier ones; "
+                               "use a state to carry a value to the next step")
+            state[i] = "active"
+            for j in sorted(needs[i]):
+                visit(j, path + [i])
+            state[i] = "done"
+            done.append(i)
+
+        for i in range(len(equations)):
+            visit(i, [])
+        return done
+
+    def _output(self, outputs, states) -> str:
+        if len(outputs) > 1:
+            raise self.err("a cell has one `output`", outputs[1].loc)
+        if not outputs:
+            return next(iter(states))
+        out = outputs[0]
+        if out.expr is not None:
+            raise self.err("a cell's output is one of its states: `output a`", out.loc,
+                           hint="computed outputs (`output ŷ<t> = ...`) belong in a network")
+        if out.target.name not in states:
+            raise self.err(f"`output {out.target.name}`: the output must be a state", out.loc,
+                           hint="states: " + ", ".join(states))
+        return out.target.name
+
+
+def _shown(var: S.Var) -> str:
+    return f"{var.name}<t>" if var.time else var.name
+
+
+def _is_number(e) -> bool:
+    return isinstance(e, S.Num) or (isinstance(e, S.Neg) and _is_number(e.arg))
+
+
+def _number(e) -> float:
+    return e.value if isinstance(e, S.Num) else -_number(e.arg)
+
+
+def _source_text(source: str, loc: Loc) -> str:
+    lines = source.splitlines()
+    if loc.end_line != loc.line or loc.line > len(lines):
+        return "..."
+    return lines[loc.line - 1][loc.col - 1:loc.end_col - 1]
