@@ -110,6 +110,27 @@ def check_time(var: S.Var, source: str, allow_T: bool = False) -> None:
                        t.loc, hint=f"keep older values in states of their own", source=source)
 
 
+def check_call(node: S.Call, source: str) -> None:
+    """A call in an equation must be one of the functions, with one argument."""
+    if not isinstance(node.callee, str):
+        raise SeqError("only a function can be called here", node.loc, source=source)
+    name = node.callee
+    if name not in FUNCTIONS:
+        near = difflib.get_close_matches(name, list(FUNCTIONS), n=1, cutoff=0.6)
+        if near:
+            hint = f"did you mean `{near[0]}`?"
+        else:
+            arg = _source_text(source, node.args[0].loc) if len(node.args) == 1 else "..."
+            hint = (f"to apply a weight write `{name}[{arg}]`; the functions are "
+                    + ", ".join(sorted(set(FUNCTIONS) - {"σ"})) + " and σ")
+        raise SeqError(f"unknown function `{name}`", node.callee_loc, hint=hint, source=source)
+    if node.kwargs:
+        raise SeqError(f"`{name}` takes no keyword arguments", node.loc, source=source)
+    if len(node.args) != 1:
+        raise SeqError(f"`{name}` takes one argument, not {len(node.args)}", node.loc,
+                       source=source)
+
+
 class _CellChecker:
     def __init__(self, cell: S.CellDef, source: str):
         self.cell = cell
@@ -195,7 +216,7 @@ class _CellChecker:
                 elif isinstance(node, S.Apply):
                     self._weight(node, inputs, states, intermediates, params)
                 elif isinstance(node, S.Call):
-                    self._call(node)
+                    check_call(node, self.source)
                 elif isinstance(node, S.BinOp) and node.op == "/" and not _is_number(node.right):
                     raise self.err("`/` divides by a number only", node.right.loc,
                                    hint="write `a * b` or use `exp`/`log` for other quotients")
@@ -294,24 +315,6 @@ class _CellChecker:
             raise self.err(f"parameter `{name}` is used {now} here, but {first} at line "
                            f"{use.loc.line}, column {use.loc.col}", loc,
                            hint="a parameter is either a matrix or a vector; use two names")
-
-    def _call(self, node: S.Call):
-        if not isinstance(node.callee, str):
-            raise self.err("a cell cannot call the result of a call", node.loc)
-        name = node.callee
-        if name not in FUNCTIONS:
-            near = difflib.get_close_matches(name, list(FUNCTIONS), n=1, cutoff=0.6)
-            if near:
-                hint = f"did you mean `{near[0]}`?"
-            else:
-                arg = _source_text(self.source, node.args[0].loc) if len(node.args) == 1 else "..."
-                hint = (f"to apply a weight write `{name}[{arg}]`; the functions are "
-                        + ", ".join(sorted(set(FUNCTIONS) - {"σ"})) + " and σ")
-            raise self.err(f"unknown function `{name}`", node.callee_loc, hint=hint)
-        if node.kwargs:
-            raise self.err(f"`{name}` takes no keyword arguments", node.loc)
-        if len(node.args) != 1:
-            raise self.err(f"`{name}` takes one argument, not {len(node.args)}", node.loc)
 
     def _init(self, d: S.ParamDecl) -> tuple:
         if d.value is not None:

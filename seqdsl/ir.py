@@ -79,14 +79,20 @@ class Size:
             bool(self.terms) or self.const > 0)
 
     def __str__(self) -> str:
-        parts = []
-        for k, v in self.terms:
+        # Written as the course writes concatenations: `H+X`, `128+X`, `2H-1`.
+        terms = [(k, v) for k, v in self.terms]
+        if self.const > 0:
+            terms.insert(0, ("", self.const))
+        elif self.const < 0:
+            terms.append(("", self.const))
+        if not terms:
+            return "0"
+        text = ""
+        for k, v in terms:
             mag = abs(v)
-            text = (f"{mag}{k}" if len(k) == 1 else f"{mag}·{k}") if mag != 1 else k
-            parts.append(("-" if v < 0 else "+") + text)
-        if self.const or not parts:
-            parts.append(("-" if self.const < 0 else "+") + str(abs(self.const)))
-        text = "".join(parts)
+            body = str(mag) if not k else k if mag == 1 else f"{mag}{k}" if len(k) == 1 \
+                else f"{mag}·{k}"
+            text += ("-" if v < 0 else "+") + body
         return text[1:] if text.startswith("+") else text
 
     def paren(self) -> str:

@@ -1,0 +1,215 @@
+"""The `seqdsl` command line."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from .errors import SeqError
+from .ir import Size
+
+EPILOG = "Errors are reported as file:line:col with the source line; --traceback shows Python's."
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args)
+    except SeqError as e:
+        if args.traceback:
+            raise
+        print(e.render(), file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="seqdsl", epilog=EPILOG,
+        description="Recurrent cells written as equations: check them, show their step "
+                    "graphs and derived backward steps, and check their gradients.")
+    p.add_argument("--traceback", action="store_true", help="show Python tracebacks on errors")
+    sub = p.add_subparsers(title="commands", metavar="COMMAND")
+
+    c = sub.add_parser("check", help="parse and check a .seq file; list inferred parameters",
+                       description="Parse and check every cell and network of FILE. Lists each "
+                       "inferred parameter with its shape, the size constraints the equations "
+                       "impose, and warnings. Exit status 0 when clean, 1 on errors.",
+                       epilog=EPILOG)
+    c.add_argument("file", metavar="FILE")
+    c.set_defaults(run=_check)
+
+    g = sub.add_parser("graph", help="print a cell's step graph (IR text or Graphviz DOT)",
+                       description="Print the graph IR of one time step of a cell, or of its "
+                       "backward step derived by reverse-mode autodiff.", epilog=EPILOG)
+    g.add_argument("file", metavar="FILE")
+    g.add_argument("--cell", metavar="NAME", help="the cell (default: the file's only cell; "
+                   "a library cell such as LSTM may be named too)")
+    g.add_argument("--backward", action="store_true", help="show the derived backward step")
+    g.add_argument("--format", choices=("text", "dot"), default="text",
+                   help="IR text, one equation a line (default), or Graphviz DOT source")
+    g.set_defaults(run=_graph)
+
+    k = sub.add_parser("gradcheck", help="check a cell's gradients against finite differences",
+                       description="Run the cell forward and backward through time on random "
+                       "weights, a random batch of variable-length sequences and a random "
+                       "initial state (float64), and compare every gradient with central finite "
+                       "differences. Prints the worst relative error per parameter; exit status "
+                       "0 when all are within the tolerance, 1 otherwise.", epilog=EPILOG)
+    k.add_argument("file", metavar="FILE")
+    k.add_argument("--cell", metavar="NAME")
+    _size_args(k)
+    k.add_argument("--steps", type=int, default=5, metavar="T", help="sequence length (5)")
+    k.add_argument("--batch", type=int, default=3, metavar="B", help="batch size (3)")
+    k.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    k.add_argument("--tolerance", type=float, default=None,
+                   help="largest relative error accepted (1e-6)")
+    k.set_defaults(run=_gradcheck)
+    return p
+
+
+def _size_args(p):
+    p.add_argument("--hidden", type=int, default=4, metavar="N", help="state size H (4)")
+    p.add_argument("--input", type=int, default=None, metavar="N",
+                   help="input size (3, or what the cell's equations require)")
+    p.add_argument("--size", action="append", default=[], metavar="NAME=N",
+                   help="bind any other size symbol, e.g. --size K=5")
+
+
+def _load(path):
+    from .spec import load
+    spec = load(path)
+    for w in spec.warnings:
+        print(w.render(), file=sys.stderr)
+    return spec
+
+
+def _pick_cell(spec, name):
+    from .spec import library_cells
+    if name is not None and name not in spec.cells and name in library_cells():
+        return library_cells()[name]
+    if name is None and not spec.cells and spec.networks:
+        raise SeqError(f"{spec.file} defines no cell, only networks ({', '.join(spec.networks)})",
+                       hint="name a cell with --cell, e.g. --cell LSTM")
+    return spec.cell(name)
+
+
+# ---- check ------------------------------------------------------------------------
+
+def _shape(shape: tuple[Size, ...]) -> str:
+    return "×".join(s.paren() for s in shape) if len(shape) > 1 else str(shape[0])
+
+
+def _check(args) -> int:
+    spec = _load(args.file)
+    out = []
+    for ct in spec.cells.values():
+        out.append(f"cell {ct.name}  ({args.file}:{ct.loc.line})")
+        out.append("  inputs      " + ", ".join(f"{n}: {s}" for n, s in ct.inputs))
+        out.append("  states      " + ", ".join(f"{n}: {s}" for n, s in ct.states)
+                   + f"   (output {ct.output})")
+        out.append("  parameters")
+        rows = []
+        for name, v in ct.params.items():
+            start = _start(ct.inits.get(name, ("default",)), len(v.shape))
+            rows.append((name, _shape(v.shape), "weight" if len(v.shape) == 2 else "vector", start))
+        out += _table(rows, indent=4)
+        for c in ct.constraints:
+            out.append(f"  constraint  input size {c} (required by line {c.loc.line}); "
+                       f"instantiate it with that size")
+    for nt in spec.networks.values():
+        out.append(f"network {nt.name}  ({args.file}:{nt.loc.line})  {nt.kind}")
+        out.append("  inputs      " + ", ".join(
+            f"{n}: {s}" + (" (one-hot token ids)" if k == "tokens" else "")
+            for n, k, s in nt.inputs))
+        for name, layer in nt.sequences.items():
+            out.append(f"  {name} = {layer.text}   → {layer.out_size} per step")
+        for h in nt.heads:
+            out.append(f"  output {h.name}{'<t>' if h.per_step else ''}: {h.size}   "
+                       f"({'every step' if h.per_step else 'each example’s last step'})")
+        out.append("  parameters")
+        out += _table([(n, _shape(s), "weight" if len(s) == 2 else "vector")
+                       for n, s in nt.params.items()], indent=4)
+    print("\n".join(out))
+    n_w = len(spec.warnings)
+    print(f"ok: {len(spec.cells)} cell(s), {len(spec.networks)} network(s), "
+          f"{n_w} warning{'s' if n_w != 1 else ''}")
+    return 0
+
+
+def _start(init: tuple, ndim: int) -> str:
+    """How a parameter starts, as `check` lists it."""
+    kind, *nums = init
+    if kind == "default":
+        return "random" if ndim == 2 else "zeros"
+    if kind == "const":
+        return f"= {nums[0]:g}"
+    return f"~ {kind}" + (f"({', '.join(f'{a:g}' for a in nums)})" if nums else "")
+
+
+def _table(rows, indent=2) -> list[str]:
+    if not rows:
+        return [" " * indent + "(none)"]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [" " * indent + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+
+
+# ---- graph ------------------------------------------------------------------------
+
+def _graph(args) -> int:
+    from .autodiff import backward
+    from .dot import to_dot
+    spec = _load(args.file)
+    ct = _pick_cell(spec, args.cell)
+    graph = backward(ct.graph) if args.backward else ct.graph
+    print(to_dot(graph) if args.format == "dot" else graph)
+    return 0
+
+
+# ---- gradcheck ----------------------------------------------------------------------
+
+def _sizes(args) -> dict[str, int]:
+    sizes = {}
+    for item in args.size:
+        name, _, value = item.partition("=")
+        if not value.strip().isdigit():
+            raise SeqError(f"--size {item}: expected NAME=N with N a positive integer")
+        sizes[name.strip()] = int(value)
+    return sizes
+
+
+def _gradcheck(args) -> int:
+    from .gradcheck import TOLERANCE, gradcheck, random_problem
+    from .spec import instantiate
+    spec = _load(args.file)
+    ct = _pick_cell(spec, args.cell)
+    inp = args.input
+    if inp is None and not ct.constraints:
+        inp = 3
+    cell = instantiate(ct, args.hidden, inp, _sizes(args), dtype=np.float64)
+    if args.steps < 1 or args.batch < 1:
+        raise SeqError("--steps and --batch must be at least 1")
+    pb = random_problem(cell, args.steps, args.batch, args.seed)
+    errors = gradcheck(cell, pb)
+    tol = TOLERANCE if args.tolerance is None else args.tolerance
+    sizes = ", ".join(f"{k}={v}" for k, v in cell.sizes.items())
+    print(f"gradcheck {ct.name} ({sizes}; T={args.steps}, B={args.batch}, "
+          f"lengths {list(map(int, pb.lengths))}; float64, central differences)")
+    rows = [(name, f"{err:.2e}", "ok" if err <= tol else "FAIL") for name, err in errors.items()]
+    print("\n".join(_table([("gradient of", "worst rel. error", "")] + rows)))
+    bad = [r[0] for r in rows if r[2] == "FAIL"]
+    if bad:
+        print(f"FAILED: {len(bad)} of {len(rows)} gradients above {tol:g}: {', '.join(bad)}")
+        return 1
+    print(f"ok: all {len(rows)} gradients within {tol:g}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""A checked .seq file: its cells and networks, and the shipped library of
+cells that networks may use without defining them."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+
+import numpy as np
+
+from . import syntax as S
+from .check import scope_cell
+from .errors import SeqError, SeqWarning
+from .lower import CellType, lower_cell
+from .network import NetworkType, check_network
+from .parse import parse, read_source
+from .reference import Cell, bind_sizes
+
+
+@dataclass
+class Spec:
+    file: str
+    source: str
+    cells: dict[str, CellType]
+    networks: dict[str, NetworkType]
+    warnings: list[SeqWarning] = field(default_factory=list)
+
+    def cell(self, name: str | None = None) -> CellType:
+        """The cell called `name`; without a name, the file's only cell."""
+        if name is None:
+            if len(self.cells) != 1:
+                raise SeqError(f"{self.file} defines {len(self.cells)} cells"
+                               + (f" ({', '.join(self.cells)}): name one" if self.cells else ""))
+            return next(iter(self.cells.values()))
+        if name not in self.cells:
+            raise SeqError(f"{self.file} has no cell `{name}`",
+                           hint="cells: " + (", ".join(self.cells) or "none"))
+        return self.cells[name]
+
+
+def loads(source: str, file: str = "<string>", library: bool = True) -> Spec:
+    """Parse and check .seq source text."""
+    module = parse(source, file)
+    cells: dict[str, CellType] = {}
+    networks: dict[str, NetworkType] = {}
+    warnings: list[SeqWarning] = []
+    seen: dict[str, S.CellDef | S.NetworkDef] = {}
+    for d in module.definitions:
+        if d.name in seen:
+            raise SeqError(f"`{d.name}` is defined twice (first at line {seen[d.name].loc.line})",
+                           d.loc, source=source)
+        seen[d.name] = d
+    for d in module.definitions:
+        if isinstance(d, S.CellDef):
+            ct = lower_cell(scope_cell(d, source))
+            cells[d.name] = ct
+            warnings += ct.warnings
+    known = {**(library_cells() if library else {}), **cells}
+    for d in module.definitions:
+        if isinstance(d, S.NetworkDef):
+            nt = check_network(d, source, known)
+            networks[d.name] = nt
+            warnings += nt.warnings
+    return Spec(file, source, cells, networks, warnings)
+
+
+def load(path: str) -> Spec:
+    """Read, parse and check a .seq file."""
+    return loads(read_source(path), path)
+
+
+@lru_cache(maxsize=1)
+def library_cells() -> dict[str, CellType]:
+    """The cells of the shipped specs, which every network can use."""
+    cells = {}
+    for f in sorted(resources.files("seqdsl.specs").iterdir(), key=lambda p: p.name):
+        if f.name.endswith(".seq"):
+            source = f.read_text("utf-8")
+            for d in parse(source, f"specs/{f.name}").definitions:
+                if isinstance(d, S.CellDef):
+                    cells[d.name] = lower_cell(scope_cell(d, source))
+    return cells
+
+
+def instantiate(ct: CellType, hidden: int | None = None, input: int | None = None,
+                sizes: dict[str, int] | None = None, dtype=np.float64) -> Cell:
+    """The cell at concrete sizes, ready to run on the reference runtime."""
+    return Cell(ct, bind_sizes(ct, hidden, input, sizes), dtype)
