@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .ir import BATCH, VECTOR, Eqn, Graph, Lit, Size, Var, dce, verify
+from .ir import BATCH, MATRIX, VECTOR, Eqn, Graph, Lit, Size, Var, dce, verify
 from .ops import BACKWARD_ONLY, OPS
 
 
@@ -42,7 +42,8 @@ class _Builder:
 
     def elementwise(self, op, *args) -> Var:
         vs = [a for a in args if isinstance(a, Var)]
-        kind = BATCH if any(v.kind == BATCH for v in vs) else VECTOR
+        kinds = {v.kind for v in vs}
+        kind = BATCH if BATCH in kinds else VECTOR if VECTOR in kinds else MATRIX
         return self.emit(op, args, kind, vs[0].shape)
 
     def name(self, v: Var, name: str) -> Var:
@@ -158,7 +159,7 @@ def backward(fwd: Graph) -> Graph:
         name = f"d_{v.name}"
         parts = cts.get(v.name)
         if not parts:
-            r = b.emit("zeros", (), v.kind, v.shape)
+            r = b.name(b.emit("zeros", (), v.kind, v.shape), name)
         else:
             r = _sum(b, parts, name)
         if b.names.get(r.name) != name:  # shared with another name, or a seed: copy it

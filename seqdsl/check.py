@@ -60,22 +60,26 @@ def scope_cell(cell: S.CellDef, source: str) -> CellScope:
 
 
 def looks_like_typo(name: str, defined) -> str | None:
-    """A defined name that `name` is probably a misspelling of.
+    """The defined names that `name` is probably a misspelling of, as
+    "`a`" or "`a` or `b`", or None.
 
     Parameters are named after what they serve (`Wc`, `bc` beside `c`), so a
     free name only counts as a typo when it starts like the defined name and
     is one edit away from it (two for long names): `c_tlde` for `c_tilde`,
     `Γf` where only `Γu` is defined.
     """
-    best = None
+    near: dict[str, int] = {}
     for d in defined:
         if d == name or d[:1] != name[:1] or len(name) < 2:
             continue
         limit = 2 if min(len(d), len(name)) >= 6 else 1
         dist = _edit_distance(name, d)
-        if dist <= limit and (best is None or dist < best[0]):
-            best = (dist, d)
-    return best[1] if best else None
+        if dist <= limit:
+            near[d] = dist
+    if not near:
+        return None
+    best = min(near.values())
+    return " or ".join(f"`{d}`" for d, dist in near.items() if dist == best)
 
 
 def _edit_distance(a: str, b: str) -> int:
@@ -206,56 +210,79 @@ class _CellChecker:
         # References, calls, parameter uses.
         params: dict[str, ParamUse] = {}
         deps: list[set[str]] = []
-        used: set[str] = set()
+        reads: list[set[str]] = []  # every name each equation reads
         for i, eq in enumerate(equations):
             here: set[str] = set()
+            used: set[str] = set()
             for node in S.walk(eq.expr):
                 if isinstance(node, S.Var):
                     self._reference(node, i, equations, defined_at, inputs, states,
                                     intermediates, params, here, used)
                 elif isinstance(node, S.Apply):
                     self._weight(node, inputs, states, intermediates, params)
+                    used.add(node.weight)
                 elif isinstance(node, S.Call):
                     check_call(node, self.source)
                 elif isinstance(node, S.BinOp) and node.op == "/" and not _is_number(node.right):
                     raise self.err("`/` divides by a number only", node.right.loc,
                                    hint="write `a * b` or use `exp`/`log` for other quotients")
             deps.append(here)
+            reads.append(used)
 
+        # Equations no state depends on are dropped, with a warning.
+        live = self._live(equations, deps, states)
+        used = set().union(*(reads[i] for i in live)) if live else set()
+        all_reads = set().union(*reads) if reads else set()
         for name, d in decls.items():
             if name in inputs or name in states or name in intermediates:
                 raise self.err(f"`{name}` is already defined; only a free name can be a parameter",
                                d.loc)
-            if name not in params:
+            if name not in used:
                 self.warnings.append(SeqWarning(f"parameter `{name}` is declared but never used",
                                                 d.loc))
                 continue
             params[name].declared = True
             params[name].init = self._init(d)
 
-        defined_names = list(inputs) + list(states) + sorted(intermediates)
+        defined_names = list(inputs) + list(states) + [eq.target.name for eq in equations]
         for p in params.values():
             if p.declared:
                 continue
             near = looks_like_typo(p.name, defined_names)
             if near:
                 raise self.err(f"`{p.name}` is not defined, so it would become a new parameter",
-                               p.loc, hint=f"did you mean `{near}`? (if `{p.name}` is meant to be "
+                               p.loc, hint=f"did you mean {near}? (if `{p.name}` is meant to be "
                                f"a learned parameter, declare it: `param {p.name}`)")
 
-        order = self._order(equations, deps, states)
-        for name in sorted(intermediates - used):
-            eq = equations[defined_at[name]]
-            self.warnings.append(SeqWarning(f"intermediate `{name}` is defined but never used",
-                                            eq.target.loc))
+        order = [i for i in self._order(equations, deps, states) if i in live]
+        for i, eq in enumerate(equations):
+            if i not in live:
+                name = eq.target.name
+                why = "only feeds values that are never used" if name in all_reads \
+                    else "is defined but never used"
+                self.warnings.append(SeqWarning(f"intermediate `{name}` {why}", eq.target.loc))
         for n in inputs:
             if n not in used:
                 self.warnings.append(SeqWarning(f"input `{n}` is never used", inputs[n].loc))
 
         output = self._output(outputs, states)
         return CellScope(cell.name, cell.loc, self.source, inputs, states, state_locs,
-                         [equations[i] for i in order], intermediates, params, output,
-                         self.warnings)
+                         [equations[i] for i in order],
+                         {equations[i].target.name for i in live} - set(states),
+                         {n: p for n, p in params.items() if n in used}, output, self.warnings)
+
+    @staticmethod
+    def _live(equations, deps, states) -> set[int]:
+        """The equations some state's update depends on."""
+        index = {eq.target.name: i for i, eq in enumerate(equations)}
+        todo = [index[n] for n in states]
+        live: set[int] = set()
+        while todo:
+            i = todo.pop()
+            if i not in live:
+                live.add(i)
+                todo += [index[n] for n in deps[i]]
+        return live
 
     def _fresh(self, name, loc, inputs, states):
         if name in inputs or name in states:
@@ -289,7 +316,7 @@ class _CellChecker:
                 near = looks_like_typo(name, list(inputs) + list(states) + sorted(intermediates))
                 raise self.err(f"`{var}`: `{name}` is not an input, state or intermediate, so it "
                                f"has no value at a step", var.loc,
-                               hint=f"did you mean `{near}`?" if near else None)
+                               hint=f"did you mean {near}?" if near else None)
             self._use(params, name, "vector", var.loc)
         used.add(name)
 

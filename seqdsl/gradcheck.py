@@ -46,10 +46,12 @@ def loss(cell: Cell, pb: Problem, params=None, x=None, state0=None) -> float:
                  + sum((r.final[n] * w).sum() for n, w in pb.w_final.items()))
 
 
-def relative_error(a: np.ndarray, b: np.ndarray) -> float:
-    """‖a - b‖∞ / max(‖a‖∞, ‖b‖∞), and 0 when both are zero."""
-    scale = max(np.abs(a).max(initial=0), np.abs(b).max(initial=0))
-    return 0.0 if scale == 0 else float(np.abs(a - b).max() / scale)
+def relative_error(a: np.ndarray, b: np.ndarray, floor: float = 1e-3) -> float:
+    """‖a - b‖∞ / max(‖a‖∞, ‖b‖∞, floor): relative, except that a gradient
+    that is (nearly) zero is held to an absolute error, since central
+    differences of a flat loss are rounding noise."""
+    scale = max(np.abs(a).max(initial=0), np.abs(b).max(initial=0), floor)
+    return float(np.abs(a - b).max(initial=0) / scale)
 
 
 def gradcheck(cell: Cell, pb: Problem, eps: float = 1e-6) -> dict[str, float]:

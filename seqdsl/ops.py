@@ -10,7 +10,7 @@ from .ir import BATCH, MATRIX, VECTOR, Eqn, Lit, Size, Var
 # Elementwise ops over vectors of one size; a parameter vector broadcasts
 # over the batch and a literal over everything.
 ELEMENTWISE_BINARY = ("add", "sub", "mul", "div")
-ELEMENTWISE_UNARY = ("copy", "neg", "sigmoid", "tanh", "relu", "exp", "log", "step")
+ELEMENTWISE_UNARY = ("neg", "sigmoid", "tanh", "relu", "exp", "log", "step")
 # Reductions over the feature axis of each example.
 FEATURE_WISE = ("softmax", "layernorm")
 FEATURE_WISE_VJP = ("softmax_vjp", "layernorm_vjp")
@@ -18,6 +18,7 @@ FEATURE_WISE_VJP = ("softmax_vjp", "layernorm_vjp")
 OPS = {
     **{op: "elementwise" for op in ELEMENTWISE_BINARY + ELEMENTWISE_UNARY},
     **{op: "feature-wise" for op in FEATURE_WISE + FEATURE_WISE_VJP},
+    "copy": "the same value under another name",
     "linear": "W applied to the concatenation of its other arguments, per example",
     "linear_t": "the columns `cols` of W, transposed, applied to g: g @ W[:, cols]",
     "outer": "Σ over the batch of g ⊗ [parts]: a weight's gradient",
@@ -36,15 +37,18 @@ def _vars(e: Eqn) -> list[Var]:
     return [a for a in e.args if isinstance(a, Var)]
 
 
-def _same_size(e: Eqn, args: list[Var]) -> Size:
-    sizes = {a.size for a in args}
-    if len(sizes) != 1:
-        raise ValueError("elementwise arguments of different sizes: "
+def _elementwise_type(args: list[Var]) -> tuple[str, tuple[Size, ...]]:
+    """Arguments of one shape; parameters broadcast over the batch, and
+    matrices combine only with matrices (a shared weight's gradients)."""
+    shapes = {a.shape for a in args}
+    if len(shapes) != 1:
+        raise ValueError("elementwise arguments of different shapes: "
                          + ", ".join(f"{a.name}: {a.type_str()}" for a in args))
-    for a in args:
-        if a.kind == MATRIX:
-            raise ValueError(f"{a.name} is a matrix, not a vector")
-    return sizes.pop()
+    kinds = {a.kind for a in args}
+    if MATRIX in kinds and kinds != {MATRIX}:
+        raise ValueError("a matrix combined elementwise with a vector")
+    kind = BATCH if BATCH in kinds else VECTOR if VECTOR in kinds else MATRIX
+    return kind, shapes.pop()
 
 
 def result_type(e: Eqn) -> tuple[str, tuple[Size, ...]]:
@@ -56,9 +60,7 @@ def result_type(e: Eqn) -> tuple[str, tuple[Size, ...]]:
         arity = 2 if op in ELEMENTWISE_BINARY or op in FEATURE_WISE_VJP else 1
         if len(e.args) != arity or not args:
             raise ValueError(f"{op} takes {arity} argument(s), not a literal alone")
-        size = _same_size(e, args)
-        kind = BATCH if any(a.kind == BATCH for a in args) else VECTOR
-        return kind, (size,)
+        return _elementwise_type(args)
     if op == "linear":
         w, *parts = e.args
         if w.kind != MATRIX or not parts or any(p.kind == MATRIX for p in parts):
@@ -84,6 +86,9 @@ def result_type(e: Eqn) -> tuple[str, tuple[Size, ...]]:
     if op == "slice":
         lo, hi = e.attr("cols")
         return e.args[0].kind, (hi - lo,)
+    if op == "copy":
+        (a,) = e.args
+        return a.kind, a.shape
     if op == "zeros":
         return e.out.kind, e.out.shape
     raise KeyError(op)

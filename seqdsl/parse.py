@@ -141,7 +141,7 @@ def _syntax_error(e: UnexpectedInput, post: _Brackets, file: str, source: str) -
             col = len(prev.rstrip()) + 1
     end = col + len(str(tok)) if tok.type != "_NL" else col + 1
     hint = None
-    if tok.type == "NAME" and str(tok) in _KEYWORDS:
+    if str(tok) in _KEYWORDS:
         hint = f"`{tok}` starts a statement of its own; put it on a new line"
     elif tok.type == "RPAR":
         hint = "there is a `)` with no `(` to close"

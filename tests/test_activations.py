@@ -1,4 +1,4 @@
-"""Accuracy, saturation, dtype and vectorisation tests for seqdsl.jit.activations.
+"""Accuracy, saturation, dtype and vectorisation tests for the activations.
 
 References: float32 results are compared with float64 ``scipy.special.expit``
 / ``np.tanh`` (their own error, ~1e-16, is negligible); float64 results with

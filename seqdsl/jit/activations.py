@@ -17,20 +17,24 @@ Algorithm (the same for both dtypes, constants per dtype):
   has trailing zero bits so ``k*LN2_HI`` is exact for the ``k`` we meet).
 * ``expm1(r)`` comes from its Taylor polynomial ``r + r^2*(1/2! + r/3! + ...)``
   (degree 7 for float32, 13 for float64).  With ``|r| <= 0.3466`` the
-  truncation error relative to ``expm1(r)`` is at most ``|r|^n/(n+1)!``:
+  truncation error relative to ``expm1(r)`` is about ``|r|^n/(n+1)!``:
   1.5e-8 (1/4 ulp) for float32 and 1.2e-17 (1/20 ulp) for float64, so
-  rounding dominates and the end results are within a few ulp.
+  rounding dominates.  Measured end-to-end: float32 <= 2e-7 relative over
+  all finite inputs (exhaustive), float64 <= 4e-16 relative (sampled).
 * ``2**k`` is built by writing ``k + bias`` into the exponent field.
 * ``sigmoid(x) = 1/(1+t)`` or ``t/(1+t)`` with ``t = exp(-|x|) <= 1``, so
   nothing cancels; ``2**k`` is applied as two halves so that results in the
   subnormal range underflow gradually and ``t`` reaches exactly 0.
 * ``tanh(|x|) = -m/(2+m)`` with ``m = expm1(-2|x|) = 2**k*q + (2**k - 1)``.
-  For ``k == 0`` this is the polynomial itself, so tiny ``x`` keep full
-  relative accuracy (``tanh(x) == x`` for ``|x| < ~1e-8``); the sign is put
-  back with ``copysign`` so ``tanh`` is exactly odd.
+  For ``k == 0`` this is the polynomial itself, so small ``x`` keep full
+  relative accuracy (no ``1 - exp`` cancellation; tiny ``x`` give ``x``);
+  the sign is put back with ``copysign`` so ``tanh`` is exactly odd.
 
 Large ``|x|`` are clamped before reduction (the result has already saturated
 there), so no input overflows; NaN in gives NaN out.
+
+From Python, ``sigmoid``/``tanh`` also work on scalars (Numba returns a Python
+float); use ``sigmoid_array``/``tanh_array`` to keep the dtype.
 """
 import math
 
@@ -44,8 +48,9 @@ __all__ = ["sigmoid", "tanh", "sigmoid_array", "tanh_array"]
 
 # error_model='numpy': float division needs no ZeroDivisionError branch (which
 # would block vectorisation).  fastmath={'contract'} only allows fusing a*b+c
-# into an FMA (never less accurate); full fastmath is deliberately *not* used:
-# reassociation would undo the Cody-Waite split and 'nnan' the NaN handling.
+# into an FMA (as accurate or better; the last bit may vary by CPU).  Full
+# fastmath is deliberately *not* used: reassociation would undo the Cody-Waite
+# split and 'nnan' would drop the NaN handling.
 # The kernels are ordinary (not numba-inline='always') functions: LLVM inlines
 # them into the caller anyway, and this way they keep their own flags even
 # when the caller is compiled with fastmath=True or the python error model.
@@ -57,7 +62,7 @@ _JIT = dict(cache=True, fastmath={"contract"}, error_model="numpy")
 # --------------------------------------------------------------------------
 @intrinsic
 def _rint(typingctx, x):
-    """Round a float to the nearest integer value (ties to even), same dtype."""
+    """Round a float to the nearest integer (ties to even), same dtype."""
     if not isinstance(x, types.Float):
         return None
 

@@ -1,0 +1,83 @@
+"""The command line, as a user runs it."""
+import subprocess
+import sys
+
+import pytest
+
+
+def test_check_lists_inferred_parameters(run_cli):
+    code, out, err = run_cli("check", "specs/lstm.seq")
+    assert code == 0 and err == ""
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()
+            if line.startswith("    ")}
+    for g in "ufoc":
+        assert rows[f"W{g}"][:2] == ["H×(H+X)", "weight"]
+        assert rows[f"b{g}"][:2] == ["H", "vector"]
+    assert rows["bf"][2:] == ["=", "1"]
+    assert out.splitlines()[-1] == "ok: 1 cell(s), 0 network(s), 0 warnings"
+
+
+def test_check_a_network(run_cli):
+    code, out, _ = run_cli("check", "specs/translate.seq")
+    assert code == 0
+    assert "network Translate" in out and "encoder-decoder" in out
+    assert "d = LSTM(H=128, init=e<T>)   → 128 per step" in out
+    assert any(line.split()[:2] == ["Wy", "Y×128"] for line in out.splitlines())
+
+
+def test_check_warnings_go_to_stderr_with_positions(tmp_path, run_cli):
+    f = tmp_path / "w.seq"
+    f.write_text("cell C {\n    input x\n    state h : H\n    g = tanh(W x)\n    h<t> = tanh(U h + V x)\n}\n")
+    code, out, err = run_cli("check", f)
+    assert code == 0
+    assert err.strip() == f"{f}:4:5: warning: intermediate `g` is defined but never used"
+    assert out.splitlines()[-1].endswith("1 warning")
+
+
+def test_graph_text_and_backward(run_cli):
+    code, out, _ = run_cli("graph", "specs/rnn.seq")
+    assert code == 0 and out.splitlines()[0] == "graph RNN"
+    assert "  a<t>: B×H = tanh(t4)" in out.splitlines()
+    code, out, _ = run_cli("graph", "specs/rnn.seq", "--backward")
+    assert out.splitlines()[0] == "graph RNN.backward"
+    assert "  d_Waa: H×H = outer(d_t4, a<t-1>)" in out.splitlines()
+    assert out.splitlines()[-1] == "  outputs d_x, d_a<t-1>, d_Waa, d_Wax, d_ba"
+
+
+def test_graph_dot_and_cell_selection(run_cli):
+    code, out, _ = run_cli("graph", "specs/tagger.seq", "--cell", "LSTM", "--format", "dot")
+    assert code == 0 and out.startswith('digraph "LSTM" {') and out.rstrip().endswith("}")
+    code, _, err = run_cli("graph", "specs/tagger.seq")
+    assert code == 1 and "defines no cell, only networks (Tagger)" in err and "--cell" in err
+    code, _, err = run_cli("graph", "specs/lstm.seq", "--cell", "Nope")
+    assert code == 1 and "has no cell `Nope`" in err
+
+
+def test_gradcheck_passes_and_can_fail(run_cli):
+    code, out, _ = run_cli("gradcheck", "specs/gru.seq", "--hidden", 5, "--input", 2)
+    assert code == 0
+    assert out.splitlines()[0].startswith("gradcheck GRU (H=5, X=2; T=5, B=3, lengths")
+    assert out.splitlines()[-1] == "ok: all 8 gradients within 1e-06"
+    code, out, _ = run_cli("gradcheck", "specs/gru.seq", "--tolerance", "0")
+    assert code == 1 and out.splitlines()[-1].startswith("FAILED: 8 of 8 gradients above 0")
+
+
+def test_gradcheck_size_arguments(tmp_path, run_cli):
+    f = tmp_path / "k.seq"
+    f.write_text("cell C {\n    input x\n    state h : K\n    h<t> = tanh(W[h, x])\n}\n")
+    code, out, err = run_cli("gradcheck", f, "--size", "K=3")
+    assert code == 0 and "(K=3, X=3;" in out, err
+    code, out, err = run_cli("gradcheck", f, "--size", "K=three")
+    assert code == 1 and "expected NAME=N" in err
+
+
+@pytest.mark.parametrize("cmd", ["check", "graph", "gradcheck"])
+def test_help(cmd):
+    p = subprocess.run([sys.executable, "-m", "seqdsl", cmd, "--help"], capture_output=True,
+                       text=True)
+    assert p.returncode == 0 and "usage: seqdsl " + cmd in p.stdout
+
+
+def test_no_command_prints_help():
+    p = subprocess.run([sys.executable, "-m", "seqdsl"], capture_output=True, text=True)
+    assert p.returncode == 2 and "check" in p.stdout and "gradcheck" in p.stdout
