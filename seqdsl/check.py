@@ -114,6 +114,28 @@ def check_time(var: S.Var, source: str, allow_T: bool = False) -> None:
                        t.loc, hint=f"keep older values in states of their own", source=source)
 
 
+def is_constant(e) -> bool:
+    """A number, or arithmetic on numbers only: `2`, `-1`, `(2 * 3)`."""
+    if isinstance(e, S.Num):
+        return True
+    if isinstance(e, S.Neg):
+        return is_constant(e.arg)
+    return isinstance(e, S.BinOp) and is_constant(e.left) and is_constant(e.right)
+
+
+def check_divisor(node: S.BinOp, source: str) -> None:
+    if not is_constant(node.right):
+        raise SeqError("`/` divides by a number only", node.right.loc, source=source,
+                       hint="write `a * b` or use `exp`/`log` for other quotients")
+
+
+def check_free_name(name: str, loc: Loc, source: str) -> None:
+    """A function's name cannot be a parameter: `tanh[s]` is a slip for `tanh(s)`."""
+    if name in FUNCTIONS:
+        raise SeqError(f"`{name}` is a function; it is called with parentheses", loc,
+                       source=source, hint=f"write `{name}(...)`")
+
+
 def check_call(node: S.Call, source: str) -> None:
     """A call in an equation must be one of the functions, with one argument."""
     if not isinstance(node.callee, str):
@@ -223,9 +245,8 @@ class _CellChecker:
                     used.add(node.weight)
                 elif isinstance(node, S.Call):
                     check_call(node, self.source)
-                elif isinstance(node, S.BinOp) and node.op == "/" and not _is_number(node.right):
-                    raise self.err("`/` divides by a number only", node.right.loc,
-                                   hint="write `a * b` or use `exp`/`log` for other quotients")
+                elif isinstance(node, S.BinOp) and node.op == "/":
+                    check_divisor(node, self.source)
             deps.append(here)
             reads.append(used)
 
@@ -317,6 +338,7 @@ class _CellChecker:
                 raise self.err(f"`{var}`: `{name}` is not an input, state or intermediate, so it "
                                f"has no value at a step", var.loc,
                                hint=f"did you mean {near}?" if near else None)
+            check_free_name(name, var.loc, self.source)
             self._use(params, name, "vector", var.loc)
         used.add(name)
 
@@ -330,6 +352,7 @@ class _CellChecker:
                                hint=f"for an elementwise product write `{name} * ...`")
         if isinstance(node.arg, S.Num):
             raise self.err(f"weight `{name}` is applied to a number", node.arg.loc)
+        check_free_name(name, node.weight_loc, self.source)
         self._use(params, name, "matrix", node.weight_loc)
 
     def _use(self, params, name, kind, loc):
@@ -362,7 +385,10 @@ class _CellChecker:
         if not lo <= len(args) <= hi or not all(_is_number(a) for a in args):
             raise self.err(f"`{name}` takes {lo if lo == hi else f'{lo} to {hi}'} number(s)",
                            init.loc)
-        return (name, *(_number(a) for a in args))
+        nums = tuple(_number(a) for a in args)
+        if name in ("normal", "uniform") and nums[0] <= 0:
+            raise self.err(f"`{name}(...)` takes a positive scale, not {nums[0]:g}", args[0].loc)
+        return (name, *nums)
 
     def _order(self, equations, deps, states) -> list[int]:
         """Dependency order, keeping the written order where it is free."""

@@ -12,7 +12,8 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from . import syntax as S
-from .check import FUNCTIONS, check_call, check_time
+from .check import (FUNCTIONS, check_call, check_divisor, check_free_name, check_time,
+                    looks_like_typo)
 from .errors import Loc, SeqError, SeqWarning
 from .ir import Size
 from .lower import CellType, Unifier, input_symbol
@@ -77,6 +78,7 @@ class _NetworkChecker:
         self.cells = cells
         self.sizes: dict[str, Size] = {}  # sequence name -> size per step
         self.layers: dict[str, Layer] = {}
+        self.locs: dict[str, Loc] = {}
         self.input_syms: set[str] = set()
 
     def err(self, message, loc, hint=None) -> SeqError:
@@ -108,19 +110,33 @@ class _NetworkChecker:
         if not heads:
             raise self.err(f"network {self.net.name} has no output", self.net.loc,
                            hint="add a head: `output ŷ<t> = softmax(Wy h<t> + by)`")
+        seen_heads: dict[str, S.OutputDecl] = {}
+        for h in heads:
+            n = h.target.name
+            if n in self.sizes:
+                raise self.err(f"output `{n}` has the name of a sequence of this network",
+                               h.target.loc, hint="name outputs apart, e.g. `ŷ`")
+            if n in seen_heads:
+                raise self.err(f"a second output `{n}` (the first is at line "
+                               f"{seen_heads[n].loc.line})", h.target.loc)
+            seen_heads[n] = h
         params: dict[str, tuple[Size, ...]] = {}
         for name, layer in self.layers.items():
             params.update(layer.params(name))
-        checked = [self._head(h, params) for h in heads]
+        self.head_params = {}
+        checked = [self._head(h, self.head_params) for h in heads]
+        params.update(self.head_params)
         used = {v.name for h in heads for v in S.walk(h.expr) if isinstance(v, S.Var)}
         used |= {l.init for l in self.layers.values() if l.init}
         used |= {st.expr.args[0].name for st in self.net.body if isinstance(st, S.Equation)}
         for n in self.layers:
             if n not in used:
                 warnings.append(SeqWarning(f"sequence `{n}` is computed but never used",
-                                           self.net.loc))
+                                           self.locs[n]))
+        per_step = {h.per_step for h in checked}
         kind = ("encoder-decoder" if any(l.init for l in self.layers.values())
-                else "many-to-many" if all(h.per_step for h in checked) else "many-to-one")
+                else "many-to-many and many-to-one" if len(per_step) == 2
+                else "many-to-many" if per_step == {True} else "many-to-one")
         return NetworkType(self.net.name, self.net.loc, inputs, dict(self.layers), checked,
                            params, kind, warnings)
 
@@ -149,6 +165,7 @@ class _NetworkChecker:
             raise self.err(f"unknown sequence `{arg.name}`", arg.loc, hint=self._known())
         layer = self._layer(e.callee, self.sizes[arg.name])
         self.layers[tgt.name] = layer
+        self.locs[tgt.name] = tgt.loc
         self.sizes[tgt.name] = layer.out_size
 
     def _known(self) -> str:
@@ -205,8 +222,10 @@ class _NetworkChecker:
             if s not in kw:
                 raise self.err(f"{cell.name} needs its size {s}: `{cell.name}({s}=...)`", call.loc)
             sizes[s] = Size.of(self._int(kw[s], s))
-        (in_name, in_sym), = [(n, sz) for n, sz in cell.inputs] or [(None, None)]
-        sizes[next(iter(in_sym.symbols))] = in_size
+        if len(cell.inputs) != 1:
+            raise self.err(f"{cell.name} has {len(cell.inputs)} inputs; a layer reads one "
+                           "sequence", call.loc)
+        sizes[next(iter(cell.inputs[0][1].symbols))] = in_size
         for c in cell.constraints:
             need = c.value.subst(sizes)
             if sizes[c.symbol] != need:
@@ -307,6 +326,8 @@ class _NetworkChecker:
                     total = total + size_of(p)
                 return total
             if isinstance(e, S.BinOp):
+                if e.op == "/":
+                    check_divisor(e, self.source)
                 a, b = size_of(e.left), size_of(e.right)
                 if a is not None and b is not None:
                     unify.equate(a, b, e.loc, lambda x, y: f"`{e.op}` of vectors of different "
@@ -326,8 +347,6 @@ class _NetworkChecker:
             fixed = tuple(unify.resolve(s) for s in shape)
             if any(k.startswith("?") for s in fixed for k in s.symbols):
                 raise self.err(f"cannot infer the shape of `{n}`", out.loc)
-            if n in params:
-                raise self.err(f"parameter `{n}` is defined twice", out.loc)
             params[n] = fixed
         return Head(tgt.name, per_step, unify.resolve(size), _text(self.source, out.loc), out.loc)
 
@@ -336,7 +355,14 @@ class _NetworkChecker:
             raise self.err(f"unknown sequence `{var.name}`", var.loc, hint=self._known())
         if var.name in self.sizes:
             raise self.err(f"`{var.name}` is a sequence, not a weight", var.loc)
+        check_free_name(var.name, var.loc, self.source)
+        near = looks_like_typo(var.name, list(self.sizes))
+        if near:
+            raise self.err(f"`{var.name}` is not defined, so it would become a new parameter",
+                           var.loc, hint=f"did you mean {near}?")
         shape = own.get(var.name)
+        if shape is None and var.name in self.head_params:  # shared with an earlier output
+            shape = own[var.name] = self.head_params[var.name]
         if shape is None:
             shape = (unify.fresh(), unify.fresh()) if kind == "matrix" else (unify.fresh(),)
             own[var.name] = shape
