@@ -95,7 +95,7 @@ def _linear(b, e, g):
         hi = lo + p.size
         grads.append(b.emit("linear_t", (w, g), BATCH, (p.size,), (("cols", (lo, hi)),)))
         lo = hi
-    dw = b.emit("outer", (g, *parts), w.kind, w.shape)
+    dw = b.emit("outer", (g, *parts), w.kind, w.shape, (("of", w.name),))
     return [dw] + grads
 
 

@@ -82,7 +82,19 @@ def library_cells() -> dict[str, CellType]:
     return cells
 
 
+BACKENDS = ("numpy", "numba")
+
+
 def instantiate(ct: CellType, hidden: int | None = None, input: int | None = None,
-                sizes: dict[str, int] | None = None, dtype=np.float64) -> Cell:
-    """The cell at concrete sizes, ready to run on the reference runtime."""
-    return Cell(ct, bind_sizes(ct, hidden, input, sizes), dtype)
+                sizes: dict[str, int] | None = None, dtype=np.float64,
+                backend: str = "numpy") -> Cell:
+    """The cell at concrete sizes and dtype. `backend="numpy"` runs the
+    reference interpreter; `"numba"` generates, caches and compiles
+    specialised code (same interface, much faster)."""
+    bound = bind_sizes(ct, hidden, input, sizes)
+    if backend == "numpy":
+        return Cell(ct, bound, dtype)
+    if backend == "numba":
+        from .jit.runtime import CompiledCell  # numba is imported only when asked for
+        return CompiledCell(ct, bound, dtype)
+    raise SeqError(f"unknown backend `{backend}`; choose one of {', '.join(BACKENDS)}")

@@ -40,7 +40,7 @@ def test_graph_text_and_backward(run_cli):
     assert "  a<t>: B×H = tanh(t4)" in out.splitlines()
     code, out, _ = run_cli("graph", "specs/rnn.seq", "--backward")
     assert out.splitlines()[0] == "graph RNN.backward"
-    assert "  d_Waa: H×H = outer(d_t4, a<t-1>)" in out.splitlines()
+    assert "  d_Waa: H×H = outer[of=Waa](d_t4, a<t-1>)" in out.splitlines()
     assert out.splitlines()[-1] == "  outputs d_x, d_a<t-1>, d_Waa, d_Wax, d_ba"
 
 

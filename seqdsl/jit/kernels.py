@@ -1,0 +1,285 @@
+"""The generated module: `forward` and `backward` over whole sequences.
+
+    forward(x, lengths, a0, c0, <params>) -> (out, a, c, <inputs>, <tapes>)
+    backward(dout, da, dc, lengths, <inputs>, <tapes>, <params>)
+        -> (dx, da0, dc0, <parameter gradients>)
+
+`out` holds the output state at every step (zero past each length); the
+inputs come back with their padding zeroed, and the tapes hold the forward
+values the backward pass reads. Rows past an example's length are skipped,
+so padding never reaches a gradient.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..ir import MATRIX, VECTOR, Graph, Lit, Var
+from .codegen import Names, Stage, StepCode, _Writer, vector_prologue
+from .plan import attach_backward, product_groups
+
+RESERVED_PREFIXES = ("buf_", "tape_", "P_", "S_", "ST_", "dY_", "dP_", "acc_", "vec_", "G_",
+                     "in_", "state_", "dx_", "d_", "K")
+
+
+class _Names(Names):
+    def _ascii(self, name):
+        text = super()._ascii(name)
+        return text + "_" if text.startswith(RESERVED_PREFIXES) or text in (
+            "np", "DT", "njit", "sigmoid", "tanh", "lengths", "out", "dout", "max") else text
+
+
+@dataclass
+class Generated:
+    source: str
+    tapes: list[str]  # the forward values passed from forward to backward
+
+
+def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[str],
+             output: str, dtype: str, header: str = "") -> Generated:
+    """Source text of the module for a cell specialised to sizes and dtype."""
+    py = _Names()
+    groups = product_groups(fwd, set(inputs))
+    roles = attach_backward(groups, fwd, bwd)
+    consts: dict[float, str] = {0.0: "K0", 1.0: "K1"}
+    params = list(fwd.params)
+    fwd_vars = fwd.vars()
+    saved = [v.name for v in bwd.inputs[len(fwd.outputs):]]
+    prev = {f"{s}<t-1>": s for s in states}
+    # Forward values the backward pass reads, or that weight gradients need.
+    taped = [n for n in dict.fromkeys(saved + [g.operand for g in groups.values()])
+             if n not in inputs and fwd_vars[n].kind != VECTOR]
+
+    def const(a: Lit) -> str:
+        return consts.setdefault(float(a.value), f"K{len(consts)}")
+
+    def common(a: Var):
+        if a.kind == VECTOR:
+            return (f"vec_{py(a.name)}[{{j}}]" if a.name not in {p.name for p in params}
+                    else f"{py(a.name)}[{{j}}]")
+        if a.name in inputs:
+            return f"in_{py(a.name)}[_t, _b, {{j}}]"
+        return None
+
+    # ---- forward ---------------------------------------------------------------------
+    def fsrc(a: Var) -> str:
+        s = common(a)
+        if s is not None:
+            return s
+        if a.name in prev:
+            return f"state_{py(prev[a.name])}[_b, {{j}}]"
+        raise KeyError(a.name)
+
+    def fslices(e):
+        out, lo = [], 0
+        w, *parts = e.args
+        for p in parts:
+            g = groups[p.name]
+            cols = (lo, lo + p.size.value())
+            lo = cols[1]
+            m = next(m for m in g.members
+                     if (m.linear, m.weight, m.cols) == (e.out.name, w.name, cols))
+            where = "_t, _b" if g.hoisted else "_b"
+            out.append(f"P_{py(p.name)}[{where}, {m.offset} + _j]")
+        return out
+
+    fstores: dict[str, list[str]] = {f"{output}<t>": [f"out[_t, _b, {{j}}]"]}
+    for n in taped:
+        if n not in prev:
+            fstores.setdefault(n, []).append(f"tape_{py(n)}[_t, _b, {{j}}]")
+    gemm_before = {}
+    for e in fwd.eqns:
+        if e.op == "linear":
+            ops = tuple(p.name for p in e.args[1:] if not groups[p.name].hoisted)
+            if ops:
+                gemm_before[e.out.name] = ops
+    step_groups = [g for g in groups.values() if not g.hoisted]
+    fcode = StepCode(fwd, py, consts, fsrc, keep={f"{s}<t>" for s in states}, stores=fstores,
+                     gemm_before=gemm_before, skip={e.out.name for e in fwd.eqns
+                                                    if e.out.kind == VECTOR},
+                     materialise={g.operand for g in step_groups if g.operand not in prev})
+    fcode.args_of = lambda e, local: fslices(e) if e.op == "linear" else None
+    gemms = {}
+    for g in step_groups:
+        arr = f"state_{py(prev[g.operand])}" if g.operand in prev else f"buf_{py(g.operand)}"
+        gemms[g.operand] = Stage("gemm", group=g, lines=[
+            f"# {g.operand} times " + " | ".join(
+                f"{m.weight}[:, {m.cols[0]}:{m.cols[1]}]ᵀ" for m in g.members)
+            + ": one product for all its blocks",
+            f"np.dot({arr}, S_{py(g.operand)}, P_{py(g.operand)})"])
+    fcode.schedule(gemms)
+
+    in_args = [py(n) for n in inputs]
+    s_args = [f"{py(s)}0" for s in states]
+    p_args = [py(p.name) for p in params]
+    w = _Writer()
+    w("@njit(cache=True, error_model='numpy')")
+    with w.block(f"def forward({', '.join(in_args + ['lengths'] + s_args + p_args)}):"):
+        w(f"_T, _B = {in_args[0]}.shape[0], {in_args[0]}.shape[1]")
+        for n in inputs:
+            size = fwd_vars[n].size.value()
+            w(f"# {n} with its padding zeroed, so no product ever reads it")
+            w(f"in_{py(n)} = np.zeros((_T, _B, {size}), DT)")
+            with w.block("for _b in range(_B):"):
+                with w.block("for _t in range(lengths[_b]):"):
+                    w(f"in_{py(n)}[_t, _b, :] = {py(n)}[_t, _b, :]")
+        vector_prologue(fwd, py, const, w, fsrc)
+        _stacked_weights(w, groups.values(), py, transposed=False)
+        for g in groups.values():
+            shape = f"(_B, {g.width})"
+            if g.hoisted:
+                w(f"# {g.operand} for all steps at once, times every block applied to it")
+                w(f"P_{py(g.operand)} = np.dot(in_{py(g.operand)}.reshape((_T * _B, {g.size})), "
+                  f"S_{py(g.operand)}).reshape((_T, _B, {g.width}))")
+            else:
+                w(f"P_{py(g.operand)} = np.empty({shape}, DT)")
+        for s, a in zip(states, s_args):
+            w(f"state_{py(s)} = {a}.copy()")
+        for v in fcode.buffers():
+            w(f"buf_{py(v.name)} = np.zeros((_B, {v.size.value()}), DT)")
+        for n in taped:
+            w(f"tape_{py(n)} = np.zeros((_T, _B, {fwd_vars[n].size.value()}), DT)")
+        out_size = fwd_vars[f"{output}<t>"].size.value()
+        w(f"out = np.zeros((_T, _B, {out_size}), DT)")
+        with w.block("for _t in range(_T):"):
+            for n in taped:
+                if n in prev:
+                    w(f"tape_{py(n)}[_t] = state_{py(prev[n])}")
+            fcode.write(w, "_t < lengths[_b]")
+            with w.block("for _b in range(_B):"):
+                with w.block("if _t < lengths[_b]:"):
+                    for s in states:
+                        w(f"state_{py(s)}[_b, :] = buf_{py(s + '<t>')}[_b, :]")
+        rets = ["out"] + [f"state_{py(s)}" for s in states] + [f"in_{py(n)}" for n in inputs] \
+            + [f"tape_{py(n)}" for n in taped]
+        w(f"return {', '.join(rets)}")
+
+    # ---- backward --------------------------------------------------------------------
+    seeds = {f"d_{s}<t>": s for s in states}
+    bparams = {p.name for p in params}
+
+    def bsrc(a: Var) -> str:
+        s = common(a)
+        if s is not None:
+            return s
+        if a.name in seeds:
+            s = seeds[a.name]
+            extra = " + dout[_t, _b, {j}]" if s == output else ""
+            return f"(G_{py(s)}[_b, {{j}}]{extra})"
+        if a.name in roles:
+            op, first = roles[a.name]
+            if groups[op].hoisted or not first:
+                return "K0"  # the group's product holds it (after the loop for inputs)
+            return f"dP_{py(op)}[_b, {{j}}]"
+        if a.name in fwd_vars:
+            return f"tape_{py(a.name)}[_t, _b, {{j}}]"
+        raise KeyError(a.name)
+
+    bstores: dict[str, list[str]] = {}
+    for g in groups.values():
+        for m in g.members:
+            if m.grad:
+                bstores.setdefault(m.grad, []).append(
+                    f"dY_{py(g.operand)}[_t, _b, {m.offset} + {{j}}]")
+    outs = dict(zip([v.name for v in fwd.inputs + fwd.params], bwd.outputs))
+    for n in inputs:
+        bstores.setdefault(outs[n].name, []).append(f"dx_{py(n)}[_t, _b, {{j}}]")
+    bgemm_before = {}
+    for e in bwd.eqns:
+        ops = tuple(dict.fromkeys(roles[a.name][0] for a in e.args
+                                  if isinstance(a, Var) and a.name in roles
+                                  and not groups[roles[a.name][0]].hoisted))
+        if ops:
+            bgemm_before[e.out.name] = ops
+    bskip = {e.out.name for e in bwd.eqns if e.op in ("linear_t", "outer")
+             or (e.out.kind in (MATRIX, VECTOR) and e.op != "bsum")}
+    bcode = StepCode(bwd, py, consts, bsrc, keep={outs[f"{s}<t-1>"].name for s in states},
+                     stores=bstores, gemm_before=bgemm_before, skip=bskip, materialise=set())
+    bcode.args_of = lambda e, local: None
+    bgemms = {g.operand: Stage("gemm", group=g, lines=[
+        f"# d {g.operand} from every block applied to it: one product",
+        f"np.dot(dY_{py(g.operand)}[_t], ST_{py(g.operand)}, dP_{py(g.operand)})"])
+        for g in step_groups}
+    ends = tuple(roles[outs[f"{s}<t-1>"].name][0] for s in states
+                 if outs[f"{s}<t-1>"].name in roles)
+    bcode.schedule(bgemms, at_end=ends)
+
+    bsums = [e for e in bwd.eqns if e.op == "bsum"]
+    w()
+    w()
+    w("@njit(cache=True, error_model='numpy')")
+    d_args = ["dout"] + [f"d{py(s)}" for s in states]
+    tape_args = [f"in_{py(n)}" for n in inputs] + [f"tape_{py(n)}" for n in taped]
+    with w.block(f"def backward({', '.join(d_args + ['lengths'] + tape_args + p_args)}):"):
+        w("_T, _B = dout.shape[0], dout.shape[1]")
+        vector_prologue(fwd, py, const, w, fsrc)
+        _stacked_weights(w, groups.values(), py, transposed=True)
+        for s in states:
+            w(f"G_{py(s)} = d{py(s)}.copy()")
+        for n in inputs:
+            w(f"dx_{py(n)} = np.zeros((_T, _B, {fwd_vars[n].size.value()}), DT)")
+        for g in groups.values():
+            w(f"dY_{py(g.operand)} = np.zeros((_T, _B, {g.width}), DT)")
+            if not g.hoisted:
+                w(f"dP_{py(g.operand)} = np.empty((_B, {g.size}), DT)")
+        for e in bsums:
+            w(f"acc_{py(e.out.name)} = np.zeros({e.out.size.value()}, DT)")
+        for v in bcode.buffers():
+            w(f"buf_{py(v.name)} = np.zeros((_B, {v.size.value()}), DT)")
+        with w.block("for _t in range(_T - 1, -1, -1):"):
+            bcode.write(w, "_t < lengths[_b]")
+            with w.block("for _b in range(_B):"):
+                with w.block("if _t < lengths[_b]:"):
+                    for s in states:
+                        res = outs[f"{s}<t-1>"]
+                        value = (f"buf_{py(res.name)}[_b, :]" if res.name in bcode.materialise
+                                 else bsrc(res).format(j=":"))
+                        w(f"G_{py(s)}[_b, :] = {value}")
+        w("# after the loop: products over all steps at once")
+        for g in groups.values():
+            if g.hoisted:
+                n = g.operand
+                w(f"dx_{py(n)} += np.dot(dY_{py(n)}.reshape((_T * _B, {g.width})), "
+                  f"ST_{py(n)}).reshape((_T, _B, {g.size}))")
+        for p in params:
+            if p.kind == MATRIX:
+                w(f"d_{py(p.name)} = np.zeros(({p.shape[0].value()}, {p.shape[1].value()}), DT)")
+        for g in groups.values():
+            src = (f"in_{py(g.operand)}" if g.hoisted else f"tape_{py(g.operand)}")
+            w(f"dS = np.dot(np.ascontiguousarray({src}.reshape((_T * _B, {g.size})).T), "
+              f"dY_{py(g.operand)}.reshape((_T * _B, {g.width})))")
+            for m in g.members:
+                w(f"d_{py(m.weight)}[:, {m.cols[0]}:{m.cols[1]}] += "
+                  f"dS[:, {m.offset}:{m.offset + m.rows}].T")
+        for e in bsums:
+            w(f"vec_{py(e.out.name)} = acc_{py(e.out.name)}")
+        vector_prologue(bwd, py, const, w, bsrc)
+        grads = []
+        for p in params:
+            if p.kind == MATRIX:
+                grads.append(f"d_{py(p.name)}")
+            else:
+                grads.append(f"vec_{py(outs[p.name].name)}")
+        rets = [f"dx_{py(n)}" for n in inputs] + [f"G_{py(s)}" for s in states] + grads
+        w(f"return {', '.join(rets)}")
+
+    head = [f'"""{header or cell}"""', "import numpy as np", "from numba import njit", "",
+            "from seqdsl.jit.activations import sigmoid, tanh", "",
+            f"DT = np.{dtype}"]
+    head += [f"{name} = DT({value!r})" for value, name in consts.items()]
+    return Generated("\n".join(head + ["", ""] + w.lines) + "\n", taped)
+
+
+def _stacked_weights(w: _Writer, groups, py, transposed: bool) -> None:
+    """S_p = [W1[:, cols]ᵀ | W2[:, cols]ᵀ | ...] for each operand p (ST_p its
+    transpose, for the backward products), built once per call."""
+    for g in groups:
+        name = f"{'ST' if transposed else 'S'}_{py(g.operand)}"
+        shape = f"({g.width}, {g.size})" if transposed else f"({g.size}, {g.width})"
+        w(f"{name} = np.empty({shape}, DT)")
+        for m in g.members:
+            block = f"{py(m.weight)}[:, {m.cols[0]}:{m.cols[1]}]"
+            rows = f"{m.offset}:{m.offset + m.rows}"
+            if transposed:
+                w(f"{name}[{rows}, :] = {block}")
+            else:
+                w(f"{name}[:, {rows}] = {block}.T")
