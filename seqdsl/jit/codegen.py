@@ -126,20 +126,49 @@ class StepCode:
             self.consts[value] = f"K{len(self.consts)}"
         return self.consts[value]
 
-    def schedule(self, gemms: dict[str, Stage], at_end: tuple[str, ...] = ()) -> None:
-        """Order the step into stages; `at_end` names products the end of the
-        step reads, so they run even if no equation does."""
-        done_gemm: set[str] = set()
+    def schedule(self, gemms: dict[str, Stage], at_end: tuple[str, ...] = (),
+                 gemm_inputs: dict[str, list[str]] | None = None,
+                 made_by_gemm: dict[str, str] | None = None) -> None:
+        """Order the step into stages. A product runs before the first
+        equation that reads it; `gemm_inputs[op]` are values it reads that
+        other products make (`made_by_gemm[name]` = that product), so those
+        run, and their results are stored, first. `at_end` names products
+        the end of the step reads."""
+        gemm_inputs = gemm_inputs or {}
+        made_by_gemm = made_by_gemm or {}
+        done: set[str] = set()
+        stored: set[str] = set()
+        vars_ = self.graph.vars()
+
+        def store_stage(name):
+            stored.add(name)
+            if self.external(vars_[name]) != "K0":  # targets start at zero
+                self.stages.append(Stage("store", vars_[name].size.value(), var=vars_[name]))
+
+        def ensure(op):
+            if op in done:
+                return
+            done.add(op)
+            for name in gemm_inputs.get(op, ()):
+                if name in made_by_gemm:
+                    ensure(made_by_gemm[name])
+            self.stages.append(gemms[op])
+            for name, by in made_by_gemm.items():
+                if by == op and self.stores.get(name) and name not in stored:
+                    store_stage(name)
+
+        # Values from outside the step (the seeds) are stored before anything else.
+        for name, targets in self.stores.items():
+            if targets and name not in made_by_gemm and name in vars_ and not any(
+                    e.out.name == name for e in self.graph.eqns):
+                store_stage(name)
         current: Stage | None = None
         for e in self.graph.eqns:
             if e.out.name in self.skip:
                 continue
-            need = self.gemm_before.get(e.out.name)
-            needs = need if isinstance(need, tuple) else (need,) if need else ()
-            for op in needs:
-                if op not in done_gemm:
-                    self.stages.append(gemms[op])
-                    done_gemm.add(op)
+            for op in self.gemm_before.get(e.out.name, ()):
+                if op not in done:
+                    ensure(op)
                     current = None
             if e.op in ROWWISE:
                 self.stages.append(Stage("row", e.out.size.value(), [e]))
@@ -154,9 +183,7 @@ class StepCode:
                 continue
             self.stage_of[e.out.name] = len(self.stages) - 1
         for op in at_end:
-            if op not in done_gemm:
-                self.stages.append(gemms[op])
-                done_gemm.add(op)
+            ensure(op)
         # A value read by another stage, or kept, lives in a buffer.
         for i, st in enumerate(self.stages):
             for e in st.eqns:
@@ -166,15 +193,6 @@ class StepCode:
                 if st.kind == "row":
                     self.materialise.add(e.out.name)
         self.materialise |= {n for n in self.keep if n in self.stage_of}
-        # Stores of values no loop computes get a loop of their own.
-        for name, targets in self.stores.items():
-            # Stored targets start at zero: storing a known zero is no work at all.
-            if targets and name not in self.stage_of and self.external(
-                    self.graph.vars()[name]) != "K0":
-                v = self.graph.vars()[name]
-                at = self.stage_of.get(name, -1) + 1
-                self.stages.insert(at, Stage("store", v.size.value(), var=v))
-                self.stage_of = {k: (s + 1 if s >= at else s) for k, s in self.stage_of.items()}
 
     def buffers(self) -> list[Var]:
         return [v for n, v in self.graph.vars().items() if n in self.materialise

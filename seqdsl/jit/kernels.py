@@ -17,7 +17,7 @@ from ..ir import MATRIX, VECTOR, Graph, Lit, Var
 from .codegen import Names, Stage, StepCode, _Writer, vector_prologue
 from .plan import attach_backward, product_groups
 
-RESERVED_PREFIXES = ("buf_", "tape_", "P_", "S_", "ST_", "dY_", "dP_", "acc_", "vec_", "G_",
+RESERVED_PREFIXES = ("buf_", "tape_", "P_", "S_", "ST_", "dY_", "dP_", "acc_", "vec_", "gstate_",
                      "in_", "state_", "dx_", "d_", "K")
 
 
@@ -164,7 +164,7 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
         if a.name in seeds:
             s = seeds[a.name]
             extra = " + dout[_t, _b, {j}]" if s == output else ""
-            return f"(G_{py(s)}[_b, {{j}}]{extra})"
+            return f"(gstate_{py(s)}[_b, {{j}}]{extra})"
         if a.name in roles:
             op, first = roles[a.name]
             if groups[op].hoisted or not first:
@@ -201,7 +201,11 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
         for g in step_groups}
     ends = tuple(roles[outs[f"{s}<t-1>"].name][0] for s in states
                  if outs[f"{s}<t-1>"].name in roles)
-    bcode.schedule(bgemms, at_end=ends)
+    # A product over dY_p needs every member's gradient stored; a gradient that
+    # is itself another product's result is stored right after that product.
+    made_by = {n: op for n, (op, first) in roles.items() if first and not groups[op].hoisted}
+    needs = {g.operand: [m.grad for m in g.members if m.grad] for g in step_groups}
+    bcode.schedule(bgemms, at_end=ends, gemm_inputs=needs, made_by_gemm=made_by)
 
     bsums = [e for e in bwd.eqns if e.op == "bsum"]
     w()
@@ -214,7 +218,7 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
         vector_prologue(fwd, py, const, w, fsrc)
         _stacked_weights(w, groups.values(), py, transposed=True)
         for s in states:
-            w(f"G_{py(s)} = d{py(s)}.copy()")
+            w(f"gstate_{py(s)} = d{py(s)}.copy()")
         for n in inputs:
             w(f"dx_{py(n)} = np.zeros((_T, _B, {fwd_vars[n].size.value()}), DT)")
         for g in groups.values():
@@ -233,7 +237,7 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
                         res = outs[f"{s}<t-1>"]
                         value = (f"buf_{py(res.name)}[_b, :]" if res.name in bcode.materialise
                                  else bsrc(res).format(j=":"))
-                        w(f"G_{py(s)}[_b, :] = {value}")
+                        w(f"gstate_{py(s)}[_b, :] = {value}")
         w("# after the loop: products over all steps at once")
         for g in groups.values():
             if g.hoisted:
@@ -259,7 +263,7 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
                 grads.append(f"d_{py(p.name)}")
             else:
                 grads.append(f"vec_{py(outs[p.name].name)}")
-        rets = [f"dx_{py(n)}" for n in inputs] + [f"G_{py(s)}" for s in states] + grads
+        rets = [f"dx_{py(n)}" for n in inputs] + [f"gstate_{py(s)}" for s in states] + grads
         w(f"return {', '.join(rets)}")
 
     head = [f'"""{header or cell}"""', "import numpy as np", "from numba import njit", "",

@@ -1,0 +1,108 @@
+"""The Numba backend against the NumPy reference runtime: outputs, final
+states and every gradient, with variable lengths, B = 1, T = 1 and a given
+initial state; float64 to 1e-10 and float32 to 1e-4 (relative)."""
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import Phase, given, settings
+
+from cellgen import cells
+from seqdsl.gradcheck import random_problem, relative_error
+from seqdsl.spec import instantiate, library_cells, loads
+
+TOL = {np.float64: 1e-10, np.float32: 1e-4}
+# CI compiles 25 generated cells (each costs a compile); SEQDSL_JIT_EXAMPLES=300 for a long run.
+EXAMPLES = int(os.environ.get("SEQDSL_JIT_EXAMPLES", "25"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    os.environ["SEQDSL_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+
+
+def compare(ct, dtype, hidden=4, input=3, shapes=((5, 3), (1, 1), (1, 4), (6, 1)), seed=0):
+    ref = instantiate(ct, hidden, input, dtype=np.float64)
+    jit = instantiate(ct, hidden, input, dtype=dtype, backend="numba")
+    worst = {}
+    for i, (T, B) in enumerate(shapes):
+        pb = random_problem(ref, T, B, seed + i)
+        if dtype == np.float32:  # compare like with like: both from float32-rounded inputs
+            pb.params = {k: v.astype(np.float32).astype(np.float64) for k, v in pb.params.items()}
+        r1 = ref.forward(pb.params, pb.x, pb.lengths, pb.state0)
+        r2 = jit.forward(pb.params, pb.x, pb.lengths, pb.state0)
+        assert r2.outputs.dtype == dtype
+        got = {"outputs": (r1.outputs, r2.outputs)}
+        got.update((f"final {k}", (r1.final[k], r2.final[k])) for k in r1.final)
+        g1 = ref.backward(pb.params, r1, pb.w_out, pb.w_final)
+        g2 = jit.backward(pb.params, r2, pb.w_out, pb.w_final)
+        got.update((f"d{k}", (g1.params[k], g2.params[k])) for k in g1.params)
+        got.update((f"d{k}", (g1.inputs[k], g2.inputs[k])) for k in g1.inputs)
+        got.update((f"d{k}<0>", (g1.state0[k], g2.state0[k])) for k in g1.state0)
+        # Values that cancel to (nearly) zero are held to an absolute error
+        # against the scale of the whole problem, as rounding noise is.
+        floor = 1e-3 * max(np.abs(a).max(initial=0) for a, _ in got.values())
+        for k, (a, b) in got.items():
+            assert b.dtype == dtype, k
+            worst[k] = max(worst.get(k, 0), relative_error(a, b.astype(np.float64), floor))
+    return worst
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("name", sorted(library_cells()))
+def test_shipped_cells_match_the_reference(name, dtype):
+    worst = compare(library_cells()[name], dtype)
+    bad = {k: v for k, v in worst.items() if v > TOL[dtype]}
+    assert not bad, bad
+
+
+# Each example costs a compile, so a failure is reported as found, not shrunk.
+@settings(max_examples=EXAMPLES, deadline=None,
+          phases=[Phase.explicit, Phase.reuse, Phase.generate])
+@given(src=cells())
+def test_generated_cells_match_the_reference(src):
+    worst = compare(loads(src, "generated.seq").cell(), np.float64, hidden=3, input=2,
+                    shapes=((4, 3), (1, 1)))
+    bad = {k: v for k, v in worst.items() if v > TOL[np.float64]}
+    assert not bad, f"{bad}\n{src}"
+
+
+def test_products_are_stacked_and_hoisted():
+    cell = instantiate(library_cells()["LSTM"], 8, 5, dtype=np.float32, backend="numba")
+    src = cell.source
+    # one product per step for the four gates reading a<t-1>, one before the loop for x
+    assert src.count("np.dot(state_a, S_a_prev, P_a_prev)") == 1
+    assert "P_x = np.dot(in_x.reshape((_T * _B, 5)), S_x).reshape((_T, _B, 32))" in src
+    loop = src[src.index("for _t in range(_T):"):src.index("return out")]
+    assert loop.count("np.dot(") == 1 and "concatenate" not in src
+    # weight gradients: one product per operand over all steps, after the backward loop
+    after = src[src.index("# after the loop"):]
+    assert after.count("dS = np.dot(") == 2
+
+
+def test_source_is_readable_and_stays_float32():
+    cell = instantiate(library_cells()["LSTM"], 8, 5, dtype=np.float32, backend="numba")
+    src = cell.source
+    assert "# Γu: B×8 = sigmoid(t2)" in src and "G_u = sigmoid(t2)" in src
+    assert "c_tilde = tanh(t8)" in src and "DT = np.float32" in src
+    code = [l for l in src.splitlines() if not l.lstrip().startswith(("#", "K", '"""'))]
+    assert not [l for l in code if re.search(r"(?<![\w.])\d+\.\d+", l)], "bare float literals"
+    r = cell.forward(cell.init_params(), np.ones((3, 2, 5), np.float32))
+    assert r.outputs.dtype == np.float32 and r.final["c"].dtype == np.float32
+
+
+def test_second_process_loads_from_the_cache(tmp_path):
+    env = {**os.environ, "SEQDSL_CACHE_DIR": str(tmp_path)}
+    cmd = [sys.executable, "-m", "seqdsl", "compile", "specs/rnn.seq", "--hidden", "16",
+           "--input", "8"]
+    first = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+    second = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+    assert "(compiled, now cached)" in first.stdout
+    assert "(cache hit)" in second.stdout
+    seconds = float(re.search(r"compile\s+([\d.]+) s", second.stdout).group(1))
+    assert seconds < 5  # loading, not compiling (a cold compile takes several seconds)
+    [py] = list(tmp_path.glob("seqdsl_*.py"))
+    assert py.read_text().startswith('"""cell RNN (H=16, X=8, float32)')
