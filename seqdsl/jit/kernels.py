@@ -46,7 +46,8 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
     saved = [v.name for v in bwd.inputs[len(fwd.outputs):]]
     prev = {f"{s}<t-1>": s for s in states}
     # Forward values the backward pass reads, or that weight gradients need.
-    taped = [n for n in dict.fromkeys(saved + [g.operand for g in groups.values()])
+    operands = {g.operand for g in groups.values()}
+    taped = [n for n in dict.fromkeys(saved + list(operands))
              if n not in inputs and fwd_vars[n].kind != VECTOR]
 
     def const(a: Lit) -> str:
@@ -118,10 +119,12 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
         for n in inputs:
             size = fwd_vars[n].size.value()
             w(f"# {n} with its padding zeroed, so no product ever reads it")
-            w(f"in_{py(n)} = np.zeros((_T, _B, {size}), DT)")
-            with w.block("for _b in range(_B):"):
-                with w.block("for _t in range(lengths[_b]):"):
-                    w(f"in_{py(n)}[_t, _b, :] = {py(n)}[_t, _b, :]")
+            w(f"in_{py(n)} = {py(n)}")
+            with w.block("if lengths.min() < _T:"):
+                w(f"in_{py(n)} = np.zeros((_T, _B, {size}), DT)")
+                with w.block("for _b in range(_B):"):
+                    with w.block("for _t in range(lengths[_b]):"):
+                        w(f"in_{py(n)}[_t, _b, :] = {py(n)}[_t, _b, :]")
         vector_prologue(fwd, py, const, w, fsrc)
         _stacked_weights(w, groups.values(), py, transposed=False)
         for g in groups.values():
@@ -137,7 +140,9 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
         for v in fcode.buffers():
             w(f"buf_{py(v.name)} = np.zeros((_B, {v.size.value()}), DT)")
         for n in taped:
-            w(f"tape_{py(n)} = np.zeros((_T, _B, {fwd_vars[n].size.value()}), DT)")
+            # Rows past a length stay zero where a weight gradient's product reads them.
+            alloc = "zeros" if n in operands and n not in prev else "empty"
+            w(f"tape_{py(n)} = np.{alloc}((_T, _B, {fwd_vars[n].size.value()}), DT)")
         out_size = fwd_vars[f"{output}<t>"].size.value()
         w(f"out = np.zeros((_T, _B, {out_size}), DT)")
         with w.block("for _t in range(_T):"):
@@ -174,12 +179,22 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
             return f"tape_{py(a.name)}[_t, _b, {{j}}]"
         raise KeyError(a.name)
 
+    # Groups whose blocks belong to the same products in the same order (the
+    # a<t-1> and x groups of an LSTM) hold the same cotangents: one dY serves both.
+    dy = {}
+    for g in groups.values():
+        layout = tuple((m.linear, m.offset, m.rows) for m in g.members)
+        dy[g.operand] = next((dy[h.operand] for h in groups.values() if h.operand in dy and
+                              tuple((m.linear, m.offset, m.rows) for m in h.members) == layout),
+                             f"dY_{py(g.operand)}")
     bstores: dict[str, list[str]] = {}
     for g in groups.values():
+        if dy[g.operand] != f"dY_{py(g.operand)}":
+            continue  # shares another group's dY
         for m in g.members:
             if m.grad:
                 bstores.setdefault(m.grad, []).append(
-                    f"dY_{py(g.operand)}[_t, _b, {m.offset} + {{j}}]")
+                    f"{dy[g.operand]}[_t, _b, {m.offset} + {{j}}]")
     outs = dict(zip([v.name for v in fwd.inputs + fwd.params], bwd.outputs))
     for n in inputs:
         bstores.setdefault(outs[n].name, []).append(f"dx_{py(n)}[_t, _b, {{j}}]")
@@ -197,7 +212,7 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
     bcode.args_of = lambda e, local: None
     bgemms = {g.operand: Stage("gemm", group=g, lines=[
         f"# d {g.operand} from every block applied to it: one product",
-        f"np.dot(dY_{py(g.operand)}[_t], ST_{py(g.operand)}, dP_{py(g.operand)})"])
+        f"np.dot({dy[g.operand]}[_t], ST_{py(g.operand)}, dP_{py(g.operand)})"])
         for g in step_groups}
     ends = tuple(roles[outs[f"{s}<t-1>"].name][0] for s in states
                  if outs[f"{s}<t-1>"].name in roles)
@@ -222,7 +237,8 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
         for n in inputs:
             w(f"dx_{py(n)} = np.zeros((_T, _B, {fwd_vars[n].size.value()}), DT)")
         for g in groups.values():
-            w(f"dY_{py(g.operand)} = np.zeros((_T, _B, {g.width}), DT)")
+            if dy[g.operand] == f"dY_{py(g.operand)}":
+                w(f"dY_{py(g.operand)} = np.zeros((_T, _B, {g.width}), DT)")
             if not g.hoisted:
                 w(f"dP_{py(g.operand)} = np.empty((_B, {g.size}), DT)")
         for e in bsums:
@@ -242,15 +258,15 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
         for g in groups.values():
             if g.hoisted:
                 n = g.operand
-                w(f"dx_{py(n)} += np.dot(dY_{py(n)}.reshape((_T * _B, {g.width})), "
+                w(f"dx_{py(n)} += np.dot({dy[n]}.reshape((_T * _B, {g.width})), "
                   f"ST_{py(n)}).reshape((_T, _B, {g.size}))")
         for p in params:
             if p.kind == MATRIX:
                 w(f"d_{py(p.name)} = np.zeros(({p.shape[0].value()}, {p.shape[1].value()}), DT)")
         for g in groups.values():
             src = (f"in_{py(g.operand)}" if g.hoisted else f"tape_{py(g.operand)}")
-            w(f"dS = np.dot(np.ascontiguousarray({src}.reshape((_T * _B, {g.size})).T), "
-              f"dY_{py(g.operand)}.reshape((_T * _B, {g.width})))")
+            w(f"dS = np.dot({src}.reshape((_T * _B, {g.size})).T, "
+              f"{dy[g.operand]}.reshape((_T * _B, {g.width})))")
             for m in g.members:
                 w(f"d_{py(m.weight)}[:, {m.cols[0]}:{m.cols[1]}] += "
                   f"dS[:, {m.offset}:{m.offset + m.rows}].T")
