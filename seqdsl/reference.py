@@ -207,6 +207,14 @@ class Cell:
                 grads[k] += env[f"d_{k}"]
         return Grads(grads, dx, g_state)
 
+    def value_and_grad(self, params, x, loss, lengths=None, state0=None):
+        """Run forward, then backward through time for a loss of the outputs:
+        `loss(outputs, final)` returns `(value, d_outputs, d_final)` (its
+        gradients; `d_final` may be None). Returns `(value, Grads)`."""
+        r = self.forward(params, x, lengths, state0)
+        value, d_outputs, d_final = loss(r.outputs, r.final)
+        return value, self.backward(params, r, d_outputs, d_final)
+
     def param_kinds(self) -> dict[str, str]:
         return {v.name: ("weight" if v.kind == MATRIX else "vector")
                 for v in self.forward_graph.params}

@@ -106,3 +106,17 @@ def test_second_process_loads_from_the_cache(tmp_path):
     assert seconds < 5  # loading, not compiling (a cold compile takes several seconds)
     [py] = list(tmp_path.glob("seqdsl_*.py"))
     assert py.read_text().startswith('"""cell RNN (H=16, X=8, float32)')
+
+
+def test_cli_compile_emits_source_and_graph_and_gradchecks_compiled_code(run_cli):
+    code, out, _ = run_cli("compile", "specs/gru.seq", "--hidden", 6, "--input", 4,
+                           "--dtype", "float64", "--emit", "source")
+    assert code == 0 and "def forward(x, lengths, c0, Wr, br, Wu, bu, Wc, bc):" in out
+    assert "# c̃: B×6 = tanh(t7)" in out and "DT = np.float64" in out
+    code, out, _ = run_cli("compile", "specs/gru.seq", "--hidden", 6, "--input", 4,
+                           "--dtype", "float64", "--emit", "graph")
+    assert code == 0 and "graph GRU.backward" in out
+    assert "x (4) × [Wr[:, 6:10]ᵀ | Wu[:, 6:10]ᵀ | Wc[:, 6:10]ᵀ] → 18   hoisted" in out
+    code, out, err = run_cli("gradcheck", "specs/gru.seq", "--backend", "numba", "--hidden", 6,
+                             "--input", 4)
+    assert code == 0 and "float64, numba" in out and out.rstrip().endswith("within 1e-06"), err

@@ -105,3 +105,16 @@ def test_bad_runtime_arguments_are_explained():
         cell.forward(cell.init_params(), np.ones((2, 3, 5)))
     with pytest.raises(ValueError, match="lengths must be 3 integers in 0..2"):
         cell.forward(cell.init_params(), np.ones((2, 3, 3)), lengths=[1, 2, 3])
+
+
+def test_value_and_grad_is_forward_then_backward():
+    cell = lstm()
+    p = cell.init_params(1)
+    x = np.random.default_rng(3).normal(size=(4, 2, 3))
+
+    def loss(outputs, final):
+        return 0.5 * (outputs ** 2).sum(), outputs, None
+    value, g = cell.value_and_grad(p, x, loss, lengths=[4, 2])
+    r = cell.forward(p, x, [4, 2])
+    assert value == pytest.approx(0.5 * (r.outputs ** 2).sum())
+    np.testing.assert_array_equal(g.params["Wo"], cell.backward(p, r, r.outputs).params["Wo"])
