@@ -111,7 +111,7 @@ def check_time(var: S.Var, source: str, allow_T: bool = False) -> None:
                        "bidirectional(...) in a network", source=source)
     if t.offset < -1:
         raise SeqError(f"`{var}` reaches {-t.offset} steps back: a step can read only `<t>` and `<t-1>`",
-                       t.loc, hint=f"keep older values in states of their own", source=source)
+                       t.loc, hint="keep older values in states of their own", source=source)
 
 
 def is_constant(e) -> bool:

@@ -1,12 +1,10 @@
 """Backprop-through-time derived by autodiff matches central finite
 differences (float64), for the shipped cells and for generated ones."""
-import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cellgen import cells
-from conftest import SPECS
 from seqdsl.gradcheck import TOLERANCE, gradcheck, random_problem
 from seqdsl.spec import instantiate, library_cells, loads
 

@@ -14,8 +14,8 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
-from ..ir import BATCH, MATRIX, VECTOR, Eqn, Graph, Lit, Var
-from .plan import Group, attach_backward, product_groups
+from ..ir import BATCH, VECTOR, Eqn, Graph, Lit, Var
+from .plan import Group
 
 SCALAR = {
     "add": "{0} + {1}", "sub": "{0} - {1}", "mul": "({0}) * ({1})", "div": "({0}) / ({1})",

@@ -83,7 +83,7 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
             out.append(f"P_{py(p.name)}[{where}, {m.offset} + _j]")
         return out
 
-    fstores: dict[str, list[str]] = {f"{output}<t>": [f"out[_t, _b, {{j}}]"]}
+    fstores: dict[str, list[str]] = {f"{output}<t>": ["out[_t, _b, {j}]"]}
     for n in taped:
         if n not in prev:
             fstores.setdefault(n, []).append(f"tape_{py(n)}[_t, _b, {{j}}]")
@@ -160,7 +160,6 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
 
     # ---- backward --------------------------------------------------------------------
     seeds = {f"d_{s}<t>": s for s in states}
-    bparams = {p.name for p in params}
 
     def bsrc(a: Var) -> str:
         s = common(a)

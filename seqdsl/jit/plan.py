@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..ir import BATCH, Graph
+from ..ir import Graph
 
 
 @dataclass
@@ -87,13 +87,3 @@ def attach_backward(groups: dict[str, Group], fwd: Graph, bwd: Graph) -> dict[st
             roles[e.out.name] = (group.operand, not any(o == group.operand
                                                         for o, _ in roles.values()))
     return roles
-
-
-def batch_uses(graph: Graph) -> dict[str, list[int]]:
-    """For each batch value, the indices of the equations that read it."""
-    uses: dict[str, list[int]] = {}
-    for i, e in enumerate(graph.eqns):
-        for a in e.args:
-            if getattr(a, "kind", None) == BATCH:
-                uses.setdefault(a.name, []).append(i)
-    return uses

@@ -6,7 +6,6 @@ import os
 import sys
 
 import numpy as np
-from numba import types
 
 from ..lower import CellType
 from ..reference import Cell, Grads, Result, Trace
@@ -54,18 +53,16 @@ class CompiledCell(Cell):
         key = cache_key(ct.source, ct.name, sizes_text, self.dtype.name, self.source)
         self.loaded: Loaded = load_module(self.source, key, self._signatures())
 
-    def _signatures(self) -> dict[str, tuple]:
-        f = types.float32 if self.dtype == np.float32 else types.float64
-        a3, a2, a1 = (types.Array(f, n, "C") for n in (3, 2, 1))
-        lengths = types.Array(types.int64, 1, "C")
-        params = tuple(a2 if len(s) == 2 else a1 for s in self.param_shapes.values())
-        ins = (a3,) * len(self._inputs_order)
-        states = (a2,) * len(self._states_order)
-        n_tapes = self._n_tapes
-        return {
-            "forward": ins + (lengths,) + states + params,
-            "backward": (a3,) + states + (lengths,) + ins + (a3,) * n_tapes + params,
-        }
+    def _signatures(self) -> dict[str, str]:
+        """Numba signatures of the generated functions (C-contiguous arrays)."""
+        f = self.dtype.name
+        a3, a2, a1 = f"{f}[:, :, ::1]", f"{f}[:, ::1]", f"{f}[::1]"
+        params = [a2 if len(s) == 2 else a1 for s in self.param_shapes.values()]
+        ins = [a3] * len(self._inputs_order)
+        states = [a2] * len(self._states_order)
+        fwd = ins + ["int64[::1]"] + states + params
+        bwd = [a3] + states + ["int64[::1]"] + ins + [a3] * self._n_tapes + params
+        return {"forward": "(" + ", ".join(fwd) + ",)", "backward": "(" + ", ".join(bwd) + ",)"}
 
     @property
     def source_path(self) -> str:
