@@ -11,7 +11,7 @@ import difflib
 from dataclasses import dataclass, field
 
 from . import syntax as S
-from .errors import Loc, SeqError, SeqWarning
+from .errors import Loc, SeqError, SeqWarning, source_text
 
 FUNCTIONS = {"sigmoid": "sigmoid", "σ": "sigmoid", "tanh": "tanh", "relu": "relu", "exp": "exp",
              "log": "log", "softmax": "softmax", "layernorm": "layernorm"}
@@ -146,7 +146,7 @@ def check_call(node: S.Call, source: str) -> None:
         if near:
             hint = f"did you mean `{near[0]}`?"
         else:
-            arg = _source_text(source, node.args[0].loc) if len(node.args) == 1 else "..."
+            arg = source_text(source, node.args[0].loc) if len(node.args) == 1 else "..."
             hint = (f"to apply a weight write `{name}[{arg}]`; the functions are "
                     + ", ".join(sorted(set(FUNCTIONS) - {"σ"})) + " and σ")
         raise SeqError(f"unknown function `{name}`", node.callee_loc, hint=hint, source=source)
@@ -442,10 +442,3 @@ def _is_number(e) -> bool:
 
 def _number(e) -> float:
     return e.value if isinstance(e, S.Num) else -_number(e.arg)
-
-
-def _source_text(source: str, loc: Loc) -> str:
-    lines = source.splitlines()
-    if loc.end_line != loc.line or loc.line > len(lines):
-        return "..."
-    return lines[loc.line - 1][loc.col - 1:loc.end_col - 1]

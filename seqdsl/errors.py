@@ -74,6 +74,18 @@ class SeqWarning:
         return f"SeqWarning({self.render()!r})"
 
 
+def source_text(source: str, loc: Loc) -> str:
+    """The text `loc` spans (lines joined by spaces)."""
+    lines = source.splitlines()[loc.line - 1:(loc.end_line or loc.line)]
+    if not lines:
+        return ""
+    if len(lines) == 1:
+        return lines[0][loc.col - 1:(loc.end_col or 0) - 1]
+    lines[0] = lines[0][loc.col - 1:]
+    lines[-1] = lines[-1][:(loc.end_col or 1) - 1]
+    return " ".join(part.strip() for part in lines)
+
+
 def _indent_like(line: str, n: int) -> str:
     """Spaces under the first n characters, keeping tabs so the caret lines up."""
     return "".join("\t" if ch == "\t" else " " for ch in line[:n])

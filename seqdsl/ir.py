@@ -105,6 +105,7 @@ class Size:
 BATCH, VECTOR, MATRIX = "batch", "vector", "matrix"
 
 
+
 @dataclass(frozen=True)
 class Var:
     """A value. `batch` is one vector per example (B×n); `vector` (n) and
@@ -137,6 +138,16 @@ class Lit:
 
 
 Atom = Var | Lit
+
+
+def total_size(parts) -> Size:
+    """The size of the concatenation of `parts` (values, not literals)."""
+    total = Size()
+    for p in parts:
+        if isinstance(p, Lit):
+            raise ValueError("a literal cannot be concatenated")
+        total = total + p.size
+    return total
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from . import syntax as S
 from .check import FUNCTIONS, CellScope
 from .errors import Loc, SeqError, SeqWarning
-from .ir import BATCH, MATRIX, VECTOR, Eqn, Graph, Lit, Size, Var, dce, verify
+from .ir import BATCH, MATRIX, VECTOR, Eqn, Graph, Lit, Size, Var, dce, total_size, verify
 
 
 @dataclass
@@ -235,7 +235,7 @@ class _Lowerer:
             return self.apply(e)
         if isinstance(e, S.Concat):
             parts = self.parts(e.parts, "concatenated")
-            return self.emit("concat", parts, BATCH, (_total(parts),), e.loc)
+            return self.emit("concat", parts, BATCH, (total_size(parts),), e.loc)
         if isinstance(e, S.Call):
             a = self.expr(e.args[0])
             op = FUNCTIONS[e.callee]
@@ -269,7 +269,7 @@ class _Lowerer:
                            "value of the step (an input, a state or an intermediate)", e.loc,
                            source=self.scope.source, hint="a product of parameters is itself "
                            "just one parameter: use a single bias")
-        self.unify.equate(w.shape[1], _total(parts), e.loc, lambda x, y:
+        self.unify.equate(w.shape[1], total_size(parts), e.loc, lambda x, y:
                           f"weight `{e.weight}` has {x} columns, but is applied here to a vector "
                           f"of size {y}")
         return self.emit("linear", (w, *parts), BATCH, (w.shape[0],), e.loc)
@@ -285,10 +285,3 @@ class _Lowerer:
                                source=self.scope.source)
             out.append(v)
         return out
-
-
-def _total(parts) -> Size:
-    total = Size()
-    for p in parts:
-        total = total + p.size
-    return total

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from . import syntax as S
 from .check import (FUNCTIONS, check_call, check_divisor, check_free_name, check_time,
                     looks_like_typo)
-from .errors import Loc, SeqError, SeqWarning
+from .errors import Loc, SeqError, SeqWarning, source_text
 from .ir import Size
 from .lower import CellType, Unifier, input_symbol
 
@@ -175,7 +175,7 @@ class _NetworkChecker:
         if not isinstance(call.callee, str):
             raise self.err("a layer is a cell or a combinator call", call.loc)
         name = call.callee
-        text = _text(self.source, call.loc)
+        text = source_text(self.source, call.loc)
         if name == "bidirectional":
             self._kwargs(call, ())
             if len(call.args) != 1:
@@ -348,7 +348,7 @@ class _NetworkChecker:
             if any(k.startswith("?") for s in fixed for k in s.symbols):
                 raise self.err(f"cannot infer the shape of `{n}`", out.loc)
             params[n] = fixed
-        return Head(tgt.name, per_step, unify.resolve(size), _text(self.source, out.loc), out.loc)
+        return Head(tgt.name, per_step, unify.resolve(size), source_text(self.source, out.loc), out.loc)
 
     def _head_param(self, var: S.Var, own, unify, kind) -> tuple[Size, ...]:
         if var.time is not None:
@@ -370,14 +370,3 @@ class _NetworkChecker:
             raise self.err(f"parameter `{var.name}` is used both as a weight and as a vector",
                            var.loc)
         return shape
-
-
-def _text(source: str, loc: Loc) -> str:
-    lines = source.splitlines()[loc.line - 1:(loc.end_line or loc.line)]
-    if not lines:
-        return ""
-    if len(lines) == 1:
-        return lines[0][loc.col - 1:(loc.end_col or 0) - 1]
-    lines[0] = lines[0][loc.col - 1:]
-    lines[-1] = lines[-1][:(loc.end_col or 1) - 1]
-    return " ".join(l.strip() for l in lines)

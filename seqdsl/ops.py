@@ -5,7 +5,7 @@ in autodiff.py, DOT labels) must cover the same set; a test checks that.
 """
 from __future__ import annotations
 
-from .ir import BATCH, MATRIX, VECTOR, Eqn, Lit, Size, Var
+from .ir import BATCH, MATRIX, VECTOR, Eqn, Size, Var, total_size
 
 # Elementwise ops over vectors of one size; a parameter vector broadcasts
 # over the batch and a literal over everything.
@@ -65,7 +65,7 @@ def result_type(e: Eqn) -> tuple[str, tuple[Size, ...]]:
         w, *parts = e.args
         if w.kind != MATRIX or not parts or any(p.kind == MATRIX for p in parts):
             raise ValueError("linear takes a matrix and one or more vectors")
-        cols = _total(parts)
+        cols = total_size(parts)
         if cols != w.shape[1]:
             raise ValueError(f"{w.name} has {w.shape[1]} columns but is applied to {cols} entries")
         return BATCH, (w.shape[0],)
@@ -77,12 +77,12 @@ def result_type(e: Eqn) -> tuple[str, tuple[Size, ...]]:
         return BATCH, (hi - lo,)
     if op == "outer":
         g, *parts = e.args
-        return MATRIX, (g.size, _total(parts))
+        return MATRIX, (g.size, total_size(parts))
     if op == "bsum":
         (g,) = e.args
         return VECTOR, (g.size,)
     if op == "concat":
-        return BATCH, (_total(e.args),)
+        return BATCH, (total_size(e.args),)
     if op == "slice":
         lo, hi = e.attr("cols")
         return e.args[0].kind, (hi - lo,)
@@ -92,12 +92,3 @@ def result_type(e: Eqn) -> tuple[str, tuple[Size, ...]]:
     if op == "zeros":
         return e.out.kind, e.out.shape
     raise KeyError(op)
-
-
-def _total(parts) -> Size:
-    total = Size()
-    for p in parts:
-        if isinstance(p, Lit):
-            raise ValueError("a literal cannot be concatenated")
-        total = total + p.size
-    return total

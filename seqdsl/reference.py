@@ -148,17 +148,23 @@ class Cell:
             out[n] = a
         return out
 
-    def forward(self, params, x, lengths=None, state0=None) -> Result:
-        """Run the cell over x (T, B, X); returns outputs, final states, trace."""
+    def _batch(self, x, lengths, state0):
+        """Checked inputs, (T, B), lengths (int64) and initial states (zeros
+        where not given) of one call."""
         xs = self._inputs(x)
         T, B = next(iter(xs.values())).shape[:2]
-        lengths = np.full(B, T) if lengths is None else np.asarray(lengths)
+        lengths = np.full(B, T, np.int64) if lengths is None else np.asarray(lengths, np.int64)
         if lengths.shape != (B,) or lengths.min(initial=0) < 0 or lengths.max(initial=0) > T:
             raise ValueError(f"lengths must be {B} integers in 0..{T}")
         if state0 is not None and not isinstance(state0, dict):
             state0 = {next(iter(self.state_sizes)): state0}
         states = {n: np.array((state0 or {}).get(n, np.zeros((B, h))), self.dtype)
                   for n, h in self.state_sizes.items()}
+        return xs, T, B, lengths, states
+
+    def forward(self, params, x, lengths=None, state0=None) -> Result:
+        """Run the cell over x (T, B, X); returns outputs, final states, trace."""
+        xs, T, B, lengths, states = self._batch(x, lengths, state0)
         start = {n: v.copy() for n, v in states.items()}
         p = {k: np.asarray(v, self.dtype) for k, v in params.items()}
         outputs = np.zeros((T, B, self.state_sizes[self.output]), self.dtype)

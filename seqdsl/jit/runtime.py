@@ -69,15 +69,8 @@ class CompiledCell(Cell):
         return str(self.loaded.path)
 
     def _prepare(self, params, x, lengths, state0):
-        xs = self._inputs(x)
-        T, B = next(iter(xs.values())).shape[:2]
-        lengths = np.full(B, T, np.int64) if lengths is None else np.asarray(lengths, np.int64)
-        if lengths.shape != (B,) or lengths.min(initial=0) < 0 or lengths.max(initial=0) > T:
-            raise ValueError(f"lengths must be {B} integers in 0..{T}")
-        if state0 is not None and not isinstance(state0, dict):
-            state0 = {self._states_order[0]: state0}
-        s0 = [np.ascontiguousarray((state0 or {}).get(n, np.zeros((B, self.state_sizes[n]))),
-                                   self.dtype) for n in self._states_order]
+        xs, T, B, lengths, states = self._batch(x, lengths, state0)
+        s0 = [states[n] for n in self._states_order]
         p = [np.ascontiguousarray(params[k], self.dtype) for k in self.param_shapes]
         xs = [np.ascontiguousarray(xs[n]) for n in self._inputs_order]
         return xs, np.ascontiguousarray(lengths), s0, p
