@@ -33,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="seqdsl", epilog=EPILOG,
         description="Recurrent cells written as equations: check them, show their step "
-                    "graphs and derived backward steps, and check their gradients.")
+                    "graphs and derived backward steps, compile them to Numba kernels, and "
+                    "check their gradients.")
     p.add_argument("--traceback", action="store_true", help="show Python tracebacks on errors")
     sub = p.add_subparsers(title="commands", metavar="COMMAND")
 
