@@ -203,14 +203,19 @@ def _sizes(args) -> dict[str, int]:
     return sizes
 
 
+def _input_size(args, ct) -> int | None:
+    """--input, else 3, unless the cell's equations fix the input size."""
+    if args.input is None and not ct.constraints:
+        return 3
+    return args.input
+
+
 def _gradcheck(args) -> int:
     from .gradcheck import TOLERANCE, gradcheck, random_problem
     from .spec import instantiate
     spec = _load(args.file)
     ct = _pick_cell(spec, args.cell)
-    inp = args.input
-    if inp is None and not ct.constraints:
-        inp = 3
+    inp = _input_size(args, ct)
     if args.backend == "numba":
         print(f"compiling {ct.name} ...", file=sys.stderr, flush=True)
     cell = instantiate(ct, args.hidden, inp, _sizes(args), dtype=np.float64, backend=args.backend)
@@ -239,7 +244,7 @@ def _compile(args) -> int:
     from .spec import instantiate
     spec = _load(args.file)
     ct = _pick_cell(spec, args.cell)
-    inp = args.input if args.input is not None or ct.constraints else 3
+    inp = _input_size(args, ct)
     if args.emit == "summary":
         print(f"compiling {ct.name} ...", file=sys.stderr, flush=True)
     cell = instantiate(ct, args.hidden, inp, _sizes(args), dtype=args.dtype, backend="numba")

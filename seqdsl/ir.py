@@ -8,7 +8,6 @@ NumPy or Numba.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Iterable
 
 from .errors import Loc
 
@@ -217,10 +216,6 @@ class Graph:
                      tuple(Eqn(var(e.out), e.op, tuple(map(atom, e.args)), attrs(e), e.loc)
                            for e in self.eqns),
                      tuple(map(var, self.outputs)))
-
-
-def used_names(eqns: Iterable[Eqn]) -> set[str]:
-    return {a.name for e in eqns for a in e.args if isinstance(a, Var)}
 
 
 def dce(graph: Graph) -> Graph:

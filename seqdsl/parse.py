@@ -1,7 +1,6 @@
 """Text → syntax tree. The only module that imports lark."""
 from __future__ import annotations
 
-import difflib
 import os
 from functools import lru_cache
 from importlib import resources
@@ -271,8 +270,3 @@ class _ToSyntax(Transformer):
 
     def kwarg(self, meta, children):
         return (S.normalise_name(children[0]), children[1])
-
-
-def close_matches(word: str, candidates, n: int = 1) -> list[str]:
-    """The candidates that look like a misspelling of `word`."""
-    return difflib.get_close_matches(word, list(candidates), n=n, cutoff=0.6)

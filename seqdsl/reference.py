@@ -17,7 +17,7 @@ from .autodiff import backward as derive_backward
 from .autodiff import saved_values
 from .errors import SeqError
 from .interp import evaluate, specialise
-from .ir import MATRIX, Graph
+from .ir import Graph
 from .lower import CellType
 
 
@@ -220,7 +220,3 @@ class Cell:
         r = self.forward(params, x, lengths, state0)
         value, d_outputs, d_final = loss(r.outputs, r.final)
         return value, self.backward(params, r, d_outputs, d_final)
-
-    def param_kinds(self) -> dict[str, str]:
-        return {v.name: ("weight" if v.kind == MATRIX else "vector")
-                for v in self.forward_graph.params}

@@ -15,7 +15,6 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from ..ir import BATCH, VECTOR, Eqn, Graph, Lit, Var
-from .plan import Group
 
 SCALAR = {
     "add": "{0} + {1}", "sub": "{0} - {1}", "mul": "({0}) * ({1})", "div": "({0}) / ({1})",
@@ -70,7 +69,6 @@ class Stage:
     kind: str  # "loop", "row", "gemm", "store"
     size: int = 0
     eqns: list[Eqn] = field(default_factory=list)
-    group: Group | None = None
     var: Var | None = None  # for "store": the value to store
     lines: list[str] = field(default_factory=list)  # for "gemm": its code
 
@@ -249,8 +247,6 @@ class StepCode:
             return " + ".join(args)  # `args` here are the product slices
         if e.op == "zeros":
             return "K0"
-        if e.op == "linear_t":
-            return args[0]
         return SCALAR[e.op].format(*args)
 
     def write_row(self, w: _Writer, e: Eqn) -> None:

@@ -102,7 +102,7 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
     gemms = {}
     for g in step_groups:
         arr = f"state_{py(prev[g.operand])}" if g.operand in prev else f"buf_{py(g.operand)}"
-        gemms[g.operand] = Stage("gemm", group=g, lines=[
+        gemms[g.operand] = Stage("gemm", lines=[
             f"# {g.operand} times " + " | ".join(
                 f"{m.weight}[:, {m.cols[0]}:{m.cols[1]}]ᵀ" for m in g.members)
             + ": one product for all its blocks",
@@ -209,7 +209,7 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
     bcode = StepCode(bwd, py, consts, bsrc, keep={outs[f"{s}<t-1>"].name for s in states},
                      stores=bstores, gemm_before=bgemm_before, skip=bskip, materialise=set())
     bcode.args_of = lambda e, local: None
-    bgemms = {g.operand: Stage("gemm", group=g, lines=[
+    bgemms = {g.operand: Stage("gemm", lines=[
         f"# d {g.operand} from every block applied to it: one product",
         f"np.dot({dy[g.operand]}[_t], ST_{py(g.operand)}, dP_{py(g.operand)})"])
         for g in step_groups}
