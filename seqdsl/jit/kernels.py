@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..ir import MATRIX, VECTOR, Graph, Lit, Var
+from ..ir import BATCH, MATRIX, VECTOR, Graph, Lit, Var, verify
+from ..optimise import fold_zeros
 from .codegen import Names, Stage, StepCode, _Writer, vector_prologue
 from .plan import attach_backward, product_groups
 
@@ -40,6 +41,10 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
     py = _Names()
     groups = product_groups(fwd, set(inputs))
     roles = attach_backward(groups, fwd, bwd)
+    # Products hoisted out of the loop, and each member of a stacked product
+    # but its first (which holds the whole product), are added in elsewhere.
+    bwd = verify(fold_zeros(bwd, {n for n, (op, first) in roles.items()
+                                  if groups[op].hoisted or not first}))
     consts: dict[float, str] = {0.0: "K0", 1.0: "K1"}
     params = list(fwd.params)
     fwd_vars = fwd.vars()
@@ -141,10 +146,9 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
             w(f"buf_{py(v.name)} = np.zeros((_B, {v.size.value()}), DT)")
         for n in taped:
             # Rows past a length stay zero where a weight gradient's product reads them.
-            alloc = "zeros" if n in operands and n not in prev else "empty"
-            w(f"tape_{py(n)} = np.{alloc}((_T, _B, {fwd_vars[n].size.value()}), DT)")
-        out_size = fwd_vars[f"{output}<t>"].size.value()
-        w(f"out = np.zeros((_T, _B, {out_size}), DT)")
+            _alloc_steps(w, f"tape_{py(n)}", fwd_vars[n].size.value(),
+                         zero_padding=n in operands and n not in prev)
+        _alloc_steps(w, "out", fwd_vars[f"{output}<t>"].size.value(), zero_padding=True)
         with w.block("for _t in range(_T):"):
             for n in taped:
                 if n in prev:
@@ -195,8 +199,10 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
                 bstores.setdefault(m.grad, []).append(
                     f"{dy[g.operand]}[_t, _b, {m.offset} + {{j}}]")
     outs = dict(zip([v.name for v in fwd.inputs + fwd.params], bwd.outputs))
-    for n in inputs:
-        bstores.setdefault(outs[n].name, []).append(f"dx_{py(n)}[_t, _b, {{j}}]")
+    zero = {e.out.name for e in bwd.eqns if e.op == "zeros" and e.out.kind == BATCH}
+    for n in inputs:  # dx starts at zero: a gradient that is zero in the step needs no store
+        if outs[n].name not in zero:
+            bstores.setdefault(outs[n].name, []).append(f"dx_{py(n)}[_t, _b, {{j}}]")
     bgemm_before = {}
     for e in bwd.eqns:
         ops = tuple(dict.fromkeys(roles[a.name][0] for a in e.args
@@ -204,7 +210,8 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
                                   and not groups[roles[a.name][0]].hoisted))
         if ops:
             bgemm_before[e.out.name] = ops
-    bskip = {e.out.name for e in bwd.eqns if e.op in ("linear_t", "outer")
+    bskip = zero & {outs[n].name for n in inputs} | {
+        e.out.name for e in bwd.eqns if e.op in ("linear_t", "outer")
              or (e.out.kind in (MATRIX, VECTOR) and e.op != "bsum")}
     bcode = StepCode(bwd, py, consts, bsrc, keep={outs[f"{s}<t-1>"].name for s in states},
                      stores=bstores, gemm_before=bgemm_before, skip=bskip, materialise=set())
@@ -233,11 +240,18 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
         _stacked_weights(w, groups.values(), py, transposed=True)
         for s in states:
             w(f"gstate_{py(s)} = d{py(s)}.copy()")
+        # An input whose gradient is all in its hoisted product gets it from that product.
+        by_product = {n for n in inputs if outs[n].name in zero and n in groups}
         for n in inputs:
-            w(f"dx_{py(n)} = np.zeros((_T, _B, {fwd_vars[n].size.value()}), DT)")
+            if n not in by_product:
+                w(f"dx_{py(n)} = np.zeros((_T, _B, {fwd_vars[n].size.value()}), DT)")
+        made = {e.out.name for e in bwd.eqns}
         for g in groups.values():
             if dy[g.operand] == f"dY_{py(g.operand)}":
-                w(f"dY_{py(g.operand)} = np.zeros((_T, _B, {g.width}), DT)")
+                # Written at every active row when each block's gradient is made in the step.
+                full = all(m.grad in made and m.grad not in zero for m in g.members)
+                _alloc_steps(w, f"dY_{py(g.operand)}", g.width, zero_padding=True,
+                             zero_all=not full)
             if not g.hoisted:
                 w(f"dP_{py(g.operand)} = np.empty((_B, {g.size}), DT)")
         for e in bsums:
@@ -257,18 +271,29 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
         for g in groups.values():
             if g.hoisted:
                 n = g.operand
-                w(f"dx_{py(n)} += np.dot({dy[n]}.reshape((_T * _B, {g.width})), "
+                w(f"dx_{py(n)} {'=' if n in by_product else '+='} np.dot("
+                  f"{dy[n]}.reshape((_T * _B, {g.width})), "
                   f"ST_{py(n)}).reshape((_T, _B, {g.size}))")
+        # Each block of a weight is written once, unless the weight is shared.
+        blocks: dict[str, list[tuple[int, int]]] = {}
+        for g in groups.values():
+            for m in g.members:
+                blocks.setdefault(m.weight, []).append(m.cols)
+        assign = {p.name for p in params if p.kind == MATRIX
+                  and _tiles(blocks.get(p.name, []), p.shape[1].value())}
         for p in params:
             if p.kind == MATRIX:
-                w(f"d_{py(p.name)} = np.zeros(({p.shape[0].value()}, {p.shape[1].value()}), DT)")
+                alloc = "empty" if p.name in assign else "zeros"
+                w(f"d_{py(p.name)} = np.{alloc}(({p.shape[0].value()}, "
+                  f"{p.shape[1].value()}), DT)")
         for g in groups.values():
             src = (f"in_{py(g.operand)}" if g.hoisted else f"tape_{py(g.operand)}")
-            w(f"dS = np.dot({src}.reshape((_T * _B, {g.size})).T, "
-              f"{dy[g.operand]}.reshape((_T * _B, {g.width})))")
+            w(f"dS = np.dot({dy[g.operand]}.reshape((_T * _B, {g.width})).T, "
+              f"{src}.reshape((_T * _B, {g.size})))")
             for m in g.members:
-                w(f"d_{py(m.weight)}[:, {m.cols[0]}:{m.cols[1]}] += "
-                  f"dS[:, {m.offset}:{m.offset + m.rows}].T")
+                op = "=" if m.weight in assign else "+="
+                w(f"d_{py(m.weight)}[:, {m.cols[0]}:{m.cols[1]}] {op} "
+                  f"dS[{m.offset}:{m.offset + m.rows}, :]")
         for e in bsums:
             w(f"vec_{py(e.out.name)} = acc_{py(e.out.name)}")
         vector_prologue(bwd, py, const, w, bsrc)
@@ -286,6 +311,30 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
             f"DT = np.{dtype}"]
     head += [f"{name} = DT({value!r})" for value, name in consts.items()]
     return Generated("\n".join(head + ["", ""] + w.lines) + "\n", taped)
+
+
+def _alloc_steps(w: _Writer, name: str, size: int, zero_padding: bool,
+                 zero_all: bool = False) -> None:
+    """A (T, B, size) array; zero where no step writes it (past each length)
+    when `zero_padding`, or everywhere when `zero_all`."""
+    if zero_all:
+        w(f"{name} = np.zeros((_T, _B, {size}), DT)")
+        return
+    w(f"{name} = np.empty((_T, _B, {size}), DT)")
+    if zero_padding:
+        with w.block("if lengths.min() < _T:"):
+            with w.block("for _b in range(_B):"):
+                w(f"{name}[lengths[_b]:, _b, :] = K0")
+
+
+def _tiles(cols: list[tuple[int, int]], n: int) -> bool:
+    """Whether the column ranges cover 0..n exactly once."""
+    end = 0
+    for lo, hi in sorted(cols):
+        if lo != end:
+            return False
+        end = hi
+    return end == n
 
 
 def _stacked_weights(w: _Writer, groups, py, transposed: bool) -> None:
