@@ -3,7 +3,7 @@
     python benchmarks/rnn.py [--quick] [--repeats N] [--out benchmarks/RESULTS.md]
 
 Times LSTM (seqdsl vs torch.nn.LSTM) and the peephole LSTM (seqdsl vs a
-PyTorch eager loop, and JAX's lax.scan under jit), forward and
+PyTorch eager loop), both also against JAX's lax.scan under jit, forward and
 forward+backward, float32, T=100, for each (B, X, H). Every measurement runs
 in its own subprocess, the implementations alternating, and reports the
 median of repeated runs after warm-up: two BLAS/OpenMP thread pools in one
@@ -116,28 +116,31 @@ def work_jax(cell: str, B: int, X: int, H: int, mode: str, repeats: int) -> list
     params = {f"W{g}": jax.random.normal(jax.random.fold_in(key, i), (H, H + X)) / (H + X) ** .5
               for i, g in enumerate("ufco")}
     params.update({f"b{g}": jnp.zeros(H) for g in "ufco"})
-    params.update({f"p{g}": jnp.zeros(H) for g in "ufo"})
+    peep = cell != "LSTM"  # the peephole terms, or none
+    if peep:
+        params.update({f"p{g}": jnp.zeros(H) for g in "ufo"})
 
     def step(carry, xt, p):
         a, c = carry
         ax = jnp.concatenate([a, xt], 1)
-        gu = jax.nn.sigmoid(ax @ p["Wu"].T + p["pu"] * c + p["bu"])
-        gf = jax.nn.sigmoid(ax @ p["Wf"].T + p["pf"] * c + p["bf"])
+        gu = jax.nn.sigmoid(ax @ p["Wu"].T + (p["pu"] * c if peep else 0) + p["bu"])
+        gf = jax.nn.sigmoid(ax @ p["Wf"].T + (p["pf"] * c if peep else 0) + p["bf"])
         ct = jnp.tanh(ax @ p["Wc"].T + p["bc"])
         c = gu * ct + gf * c
-        go = jax.nn.sigmoid(ax @ p["Wo"].T + p["po"] * c + p["bo"])
+        go = jax.nn.sigmoid(ax @ p["Wo"].T + (p["po"] * c if peep else 0) + p["bo"])
         a = go * jnp.tanh(c)
         return (a, c), a
 
-    def loss(p):
+    def loss(p, xs):
         z = jnp.zeros((B, H), jnp.float32)
-        _, ys = jax.lax.scan(lambda carry, xt: step(carry, xt, p), (z, z), x)
+        _, ys = jax.lax.scan(lambda carry, xt: step(carry, xt, p), (z, z), xs)
         return ys.sum()
 
-    f = jax.jit(loss if mode == "fwd" else jax.grad(loss))
+    # Gradients for the parameters and the input, as seqdsl and torch compute.
+    f = jax.jit(loss if mode == "fwd" else jax.grad(loss, argnums=(0, 1)))
 
     def run():
-        jax.block_until_ready(f(params))
+        jax.block_until_ready(f(params, x))
     return _timeit(run, repeats)
 
 
@@ -198,7 +201,8 @@ def main() -> None:
     shapes = SHAPES[:3] if args.quick else SHAPES
     impls = {"LSTM": ["seqdsl", "torch"], "PeepholeLSTM": ["seqdsl", "torch"]}
     if has("jax"):
-        impls["PeepholeLSTM"].append("jax")
+        for names in impls.values():
+            names.append("jax")
     print(f"threads: {THREADS}; measuring the GEMM rate ...", flush=True)
     rate = max(_in_subprocess({"impl": "gemm", "n": n, "repeats": 9})["rate"]
                for n in (1024, 2048))

@@ -75,12 +75,16 @@ def test_products_are_stacked_and_hoisted():
     src = cell.source
     # one product per step for the four gates reading a<t-1>, one before the loop for x
     assert src.count("np.dot(state_a, S_a_prev, P_a_prev)") == 1
-    assert "P_x = np.dot(in_x.reshape((_T * _B, 5)), S_x).reshape((_T, _B, 32))" in src
+    assert "P_x = np.dot(in_x.reshape((_T * _B, 5)), ST_x.T).reshape((_T, _B, 32))" in src
     loop = src[src.index("for _t in range(_T):"):src.index("return out")]
     assert loop.count("np.dot(") == 1 and "concatenate" not in src
     # weight gradients: one product per operand over all steps, after the backward loop
     after = src[src.index("# after the loop"):]
     assert after.count("dS = np.dot(") == 2
+    # d x is all in the hoisted product: the backward step neither adds nor stores zeros
+    step = src[src.index("for _t in range(_T - 1, -1, -1):"):src.index("# after the loop")]
+    assert "dx_x" not in step and "+ K0" not in step and "K0 +" not in step
+    assert "dx_x = np.dot(dY_a_prev.reshape" in after
 
 
 def test_source_is_readable_and_stays_float32():

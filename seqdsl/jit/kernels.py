@@ -129,15 +129,19 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
                 w(f"in_{py(n)} = np.zeros((_T, _B, {size}), DT)")
                 with w.block("for _b in range(_B):"):
                     with w.block("for _t in range(lengths[_b]):"):
-                        w(f"in_{py(n)}[_t, _b, :] = {py(n)}[_t, _b, :]")
+                        with w.block(f"for _k in range({size}):"):
+                            w(f"in_{py(n)}[_t, _b, _k] = {py(n)}[_t, _b, _k]")
         vector_prologue(fwd, py, const, w, fsrc)
-        _stacked_weights(w, groups.values(), py, transposed=False)
+        # The step's products run faster on S_p; the hoisted ones as fast on
+        # ST_pᵀ, which saves the transposing copy.
+        _stacked_weights(w, [g for g in groups.values() if not g.hoisted], py, transposed=False)
+        _stacked_weights(w, [g for g in groups.values() if g.hoisted], py, transposed=True)
         for g in groups.values():
             shape = f"(_B, {g.width})"
             if g.hoisted:
                 w(f"# {g.operand} for all steps at once, times every block applied to it")
                 w(f"P_{py(g.operand)} = np.dot(in_{py(g.operand)}.reshape((_T * _B, {g.size})), "
-                  f"S_{py(g.operand)}).reshape((_T, _B, {g.width}))")
+                  f"ST_{py(g.operand)}.T).reshape((_T, _B, {g.width}))")
             else:
                 w(f"P_{py(g.operand)} = np.empty({shape}, DT)")
         for s, a in zip(states, s_args):
@@ -152,12 +156,15 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
         with w.block("for _t in range(_T):"):
             for n in taped:
                 if n in prev:
-                    w(f"tape_{py(n)}[_t] = state_{py(prev[n])}")
+                    with w.block("for _b in range(_B):"):
+                        with w.block(f"for _k in range({fwd_vars[n].size.value()}):"):
+                            w(f"tape_{py(n)}[_t, _b, _k] = state_{py(prev[n])}[_b, _k]")
             fcode.write(w, "_t < lengths[_b]")
             with w.block("for _b in range(_B):"):
                 with w.block("if _t < lengths[_b]:"):
                     for s in states:
-                        w(f"state_{py(s)}[_b, :] = buf_{py(s + '<t>')}[_b, :]")
+                        with w.block(f"for _k in range({fwd_vars[s + '<t-1>'].size.value()}):"):
+                            w(f"state_{py(s)}[_b, _k] = buf_{py(s + '<t>')}[_b, _k]")
         rets = ["out"] + [f"state_{py(s)}" for s in states] + [f"in_{py(n)}" for n in inputs] \
             + [f"tape_{py(n)}" for n in taped]
         w(f"return {', '.join(rets)}")
@@ -264,9 +271,10 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
                 with w.block("if _t < lengths[_b]:"):
                     for s in states:
                         res = outs[f"{s}<t-1>"]
-                        value = (f"buf_{py(res.name)}[_b, :]" if res.name in bcode.materialise
-                                 else bsrc(res).format(j=":"))
-                        w(f"gstate_{py(s)}[_b, :] = {value}")
+                        value = (f"buf_{py(res.name)}[_b, _k]" if res.name in bcode.materialise
+                                 else bsrc(res).format(j="_k"))
+                        with w.block(f"for _k in range({res.size.value()}):"):
+                            w(f"gstate_{py(s)}[_b, _k] = {value}")
         w("# after the loop: products over all steps at once")
         for g in groups.values():
             if g.hoisted:
@@ -292,8 +300,10 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
               f"{src}.reshape((_T * _B, {g.size})))")
             for m in g.members:
                 op = "=" if m.weight in assign else "+="
-                w(f"d_{py(m.weight)}[:, {m.cols[0]}:{m.cols[1]}] {op} "
-                  f"dS[{m.offset}:{m.offset + m.rows}, :]")
+                with w.block(f"for _i in range({m.rows}):"):
+                    with w.block(f"for _k in range({m.cols[1] - m.cols[0]}):"):
+                        w(f"d_{py(m.weight)}[_i, {m.cols[0]} + _k] {op} "
+                          f"dS[{m.offset} + _i, _k]")
         for e in bsums:
             w(f"vec_{py(e.out.name)} = acc_{py(e.out.name)}")
         vector_prologue(bwd, py, const, w, bsrc)
@@ -324,7 +334,9 @@ def _alloc_steps(w: _Writer, name: str, size: int, zero_padding: bool,
     if zero_padding:
         with w.block("if lengths.min() < _T:"):
             with w.block("for _b in range(_B):"):
-                w(f"{name}[lengths[_b]:, _b, :] = K0")
+                with w.block("for _t in range(lengths[_b], _T):"):
+                    with w.block(f"for _k in range({size}):"):
+                        w(f"{name}[_t, _b, _k] = K0")
 
 
 def _tiles(cols: list[tuple[int, int]], n: int) -> bool:
@@ -345,9 +357,9 @@ def _stacked_weights(w: _Writer, groups, py, transposed: bool) -> None:
         shape = f"({g.width}, {g.size})" if transposed else f"({g.size}, {g.width})"
         w(f"{name} = np.empty({shape}, DT)")
         for m in g.members:
-            block = f"{py(m.weight)}[:, {m.cols[0]}:{m.cols[1]}]"
-            rows = f"{m.offset}:{m.offset + m.rows}"
-            if transposed:
-                w(f"{name}[{rows}, :] = {block}")
-            else:
-                w(f"{name}[:, {rows}] = {block}.T")
+            # Explicit loops: Numba compiles a slice assignment as a general
+            # copy routine per array type, which costs seconds of compile time.
+            with w.block(f"for _i in range({m.rows}):"):
+                with w.block(f"for _k in range({m.cols[1] - m.cols[0]}):"):
+                    to = f"[{m.offset} + _i, _k]" if transposed else f"[_k, {m.offset} + _i]"
+                    w(f"{name}{to} = {py(m.weight)}[_i, {m.cols[0]} + _k]")
