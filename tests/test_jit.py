@@ -24,7 +24,9 @@ def private_cache(tmp_path_factory):
     os.environ["SEQDSL_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
 
 
-def compare(ct, dtype, hidden=4, input=3, shapes=((5, 3), (1, 1), (1, 4), (6, 1)), seed=0):
+# (T, B): B = 9 takes the backward's transposed product (from B = 8 on).
+def compare(ct, dtype, hidden=4, input=3, shapes=((5, 3), (1, 1), (1, 4), (6, 1), (3, 9)),
+            seed=0):
     ref = instantiate(ct, hidden, input, dtype=np.float64)
     jit = instantiate(ct, hidden, input, dtype=dtype, backend="numba")
     worst = {}
@@ -65,7 +67,7 @@ def test_shipped_cells_match_the_reference(name, dtype):
 @given(src=cells())
 def test_generated_cells_match_the_reference(src):
     worst = compare(loads(src, "generated.seq").cell(), np.float64, hidden=3, input=2,
-                    shapes=((4, 3), (1, 1)))
+                    shapes=((4, 3), (1, 1), (2, 8)))
     bad = {k: v for k, v in worst.items() if v > TOL[np.float64]}
     assert not bad, f"{bad}\n{src}"
 
@@ -74,7 +76,7 @@ def test_products_are_stacked_and_hoisted():
     cell = instantiate(library_cells()["LSTM"], 8, 5, dtype=np.float32, backend="numba")
     src = cell.source
     # one product per step for the four gates reading a<t-1>, one before the loop for x
-    assert src.count("np.dot(state_a, S_a_prev, P_a_prev)") == 1
+    assert src.count("np.dot(ST_a_prev, state_a.T, PT_a_prev)") == 1
     assert "P_x = np.dot(in_x.reshape((_T * _B, 5)), ST_x.T).reshape((_T, _B, 32))" in src
     loop = src[src.index("for _t in range(_T):"):src.index("return out")]
     assert loop.count("np.dot(") == 1 and "concatenate" not in src
@@ -83,6 +85,7 @@ def test_products_are_stacked_and_hoisted():
     assert after.count("dS = np.dot(") == 2
     # d x is all in the hoisted product: the backward step neither adds nor stores zeros
     step = src[src.index("for _t in range(_T - 1, -1, -1):"):src.index("# after the loop")]
+    assert step.count("np.dot(") == 2  # the same product in the orientation for the batch
     assert "dx_x" not in step and "+ K0" not in step and "K0 +" not in step
     assert "dx_x = np.dot(dY_a_prev.reshape" in after
 

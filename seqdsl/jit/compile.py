@@ -97,7 +97,11 @@ def _import(key: str, path: Path, fresh: bool = False):
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]  # not half a module for the next caller
+        raise
     return module
 
 

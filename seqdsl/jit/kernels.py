@@ -18,7 +18,10 @@ from ..optimise import fold_zeros
 from .codegen import Names, Stage, StepCode, _Writer, vector_prologue
 from .plan import attach_backward, product_groups
 
-RESERVED_PREFIXES = ("buf_", "tape_", "P_", "S_", "ST_", "dY_", "dP_", "acc_", "vec_", "gstate_",
+# From this batch size on, the backward step's product is made transposed:
+# measured faster with OpenBLAS from B = 8 (and slower for B = 1).
+TRANSPOSED_FROM_BATCH = 8
+RESERVED_PREFIXES = ("buf_", "tape_", "P_", "PT_", "S_", "ST_", "dY_", "dP_", "dPT_", "acc_", "vec_", "gstate_",
                      "in_", "state_", "dx_", "d_", "K")
 
 
@@ -45,6 +48,7 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
     # but its first (which holds the whole product), are added in elsewhere.
     bwd = verify(fold_zeros(bwd, {n for n, (op, first) in roles.items()
                                   if groups[op].hoisted or not first}))
+    roles = attach_backward(groups, fwd, bwd)  # a cotangent may now go by another name
     consts: dict[float, str] = {0.0: "K0", 1.0: "K1"}
     params = list(fwd.params)
     fwd_vars = fwd.vars()
@@ -107,11 +111,14 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
     gemms = {}
     for g in step_groups:
         arr = f"state_{py(prev[g.operand])}" if g.operand in prev else f"buf_{py(g.operand)}"
+        op = py(g.operand)
         gemms[g.operand] = Stage("gemm", lines=[
             f"# {g.operand} times " + " | ".join(
                 f"{m.weight}[:, {m.cols[0]}:{m.cols[1]}]ᵀ" for m in g.members)
-            + ": one product for all its blocks",
-            f"np.dot({arr}, S_{py(g.operand)}, P_{py(g.operand)})"])
+            + ": one product for all its blocks, made transposed (the",
+            "# orientation OpenBLAS runs fastest), then laid out batch-major",
+            f"np.dot(ST_{op}, {arr}.T, PT_{op})",
+            *_transpose(f"PT_{op}", f"P_{op}", g.width)])
     fcode.schedule(gemms)
 
     in_args = [py(n) for n in inputs]
@@ -132,10 +139,7 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
                         with w.block(f"for _k in range({size}):"):
                             w(f"in_{py(n)}[_t, _b, _k] = {py(n)}[_t, _b, _k]")
         vector_prologue(fwd, py, const, w, fsrc)
-        # The step's products run faster on S_p; the hoisted ones as fast on
-        # ST_pᵀ, which saves the transposing copy.
-        _stacked_weights(w, [g for g in groups.values() if not g.hoisted], py, transposed=False)
-        _stacked_weights(w, [g for g in groups.values() if g.hoisted], py, transposed=True)
+        _stacked_weights(w, groups.values(), py, transposed=True)
         for g in groups.values():
             shape = f"(_B, {g.width})"
             if g.hoisted:
@@ -144,6 +148,7 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
                   f"ST_{py(g.operand)}.T).reshape((_T, _B, {g.width}))")
             else:
                 w(f"P_{py(g.operand)} = np.empty({shape}, DT)")
+                w(f"PT_{py(g.operand)} = np.empty(({g.width}, _B), DT)")
         for s, a in zip(states, s_args):
             w(f"state_{py(s)} = {a}.copy()")
         for v in fcode.buffers():
@@ -224,8 +229,14 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
                      stores=bstores, gemm_before=bgemm_before, skip=bskip, materialise=set())
     bcode.args_of = lambda e, local: None
     bgemms = {g.operand: Stage("gemm", lines=[
-        f"# d {g.operand} from every block applied to it: one product",
-        f"np.dot({dy[g.operand]}[_t], ST_{py(g.operand)}, dP_{py(g.operand)})"])
+        f"# d {g.operand} from every block applied to it: one product; for a",
+        "# batch of some size, made transposed (faster in OpenBLAS) and laid out back",
+        f"if _B >= {TRANSPOSED_FROM_BATCH}:",
+        f"    np.dot(S_{py(g.operand)}, {dy[g.operand]}[_t].T, dPT_{py(g.operand)})",
+        *("    " + line for line in _transpose(f"dPT_{py(g.operand)}", f"dP_{py(g.operand)}",
+                                             g.size)),
+        "else:",
+        f"    np.dot({dy[g.operand]}[_t], ST_{py(g.operand)}, dP_{py(g.operand)})"])
         for g in step_groups}
     ends = tuple(roles[outs[f"{s}<t-1>"].name][0] for s in states
                  if outs[f"{s}<t-1>"].name in roles)
@@ -245,6 +256,11 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
         w("_T, _B = dout.shape[0], dout.shape[1]")
         vector_prologue(fwd, py, const, w, fsrc)
         _stacked_weights(w, groups.values(), py, transposed=True)
+        for g in step_groups:
+            w(f"S_{py(g.operand)} = np.empty((0, 0), DT)")
+        if step_groups:
+            with w.block(f"if _B >= {TRANSPOSED_FROM_BATCH}:"):
+                _stacked_weights(w, step_groups, py, transposed=False)
         for s in states:
             w(f"gstate_{py(s)} = d{py(s)}.copy()")
         # An input whose gradient is all in its hoisted product gets it from that product.
@@ -261,6 +277,7 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
                              zero_all=not full)
             if not g.hoisted:
                 w(f"dP_{py(g.operand)} = np.empty((_B, {g.size}), DT)")
+                w(f"dPT_{py(g.operand)} = np.empty(({g.size}, _B), DT)")
         for e in bsums:
             w(f"acc_{py(e.out.name)} = np.zeros({e.out.size.value()}, DT)")
         for v in bcode.buffers():
@@ -339,6 +356,13 @@ def _alloc_steps(w: _Writer, name: str, size: int, zero_padding: bool,
                         w(f"{name}[_t, _b, _k] = K0")
 
 
+def _transpose(src: str, dst: str, n: int) -> list[str]:
+    """Lines copying src (n, B) into dst (B, n)."""
+    return ["for _b in range(_B):",
+            f"    for _k in range({n}):",
+            f"        {dst}[_b, _k] = {src}[_k, _b]"]
+
+
 def _tiles(cols: list[tuple[int, int]], n: int) -> bool:
     """Whether the column ranges cover 0..n exactly once."""
     end = 0
@@ -350,16 +374,23 @@ def _tiles(cols: list[tuple[int, int]], n: int) -> bool:
 
 
 def _stacked_weights(w: _Writer, groups, py, transposed: bool) -> None:
-    """S_p = [W1[:, cols]ᵀ | W2[:, cols]ᵀ | ...] for each operand p (ST_p its
-    transpose, for the backward products), built once per call."""
+    """ST_p = [W1[:, cols]; W2[:, cols]; ...], the blocks applied to operand
+    p stacked by rows (`transposed`), or its transpose S_p; built per call.
+    Explicit loops: Numba compiles a slice assignment as a general copy
+    routine per array type, which costs seconds of compile time."""
     for g in groups:
         name = f"{'ST' if transposed else 'S'}_{py(g.operand)}"
         shape = f"({g.width}, {g.size})" if transposed else f"({g.size}, {g.width})"
         w(f"{name} = np.empty({shape}, DT)")
         for m in g.members:
-            # Explicit loops: Numba compiles a slice assignment as a general
-            # copy routine per array type, which costs seconds of compile time.
-            with w.block(f"for _i in range({m.rows}):"):
-                with w.block(f"for _k in range({m.cols[1] - m.cols[0]}):"):
-                    to = f"[{m.offset} + _i, _k]" if transposed else f"[_k, {m.offset} + _i]"
-                    w(f"{name}{to} = {py(m.weight)}[_i, {m.cols[0]} + _k]")
+            src = f"{py(m.weight)}[_i, {m.cols[0]} + _k]"
+            cols = m.cols[1] - m.cols[0]
+            if transposed:
+                with w.block(f"for _i in range({m.rows}):"):
+                    with w.block(f"for _k in range({cols}):"):
+                        w(f"{name}[{m.offset} + _i, _k] = {src}")
+            else:  # in blocks of 16 rows of W, so each cache line read is used whole
+                with w.block(f"for _i0 in range(0, {m.rows}, 16):"):
+                    with w.block(f"for _k in range({cols}):"):
+                        with w.block(f"for _i in range(_i0, min(_i0 + 16, {m.rows})):"):
+                            w(f"{name}[_k, {m.offset} + _i] = {src}")
