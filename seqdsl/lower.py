@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import syntax as S
-from .check import FUNCTIONS, CellScope
+from .check import CellScope
+from .rules import FUNCTIONS
 from .errors import Loc, SeqError, SeqWarning
 from .ir import BATCH, MATRIX, VECTOR, Eqn, Graph, Lit, Size, Var, dce, total_size, verify
 

@@ -12,7 +12,7 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from . import syntax as S
-from .check import (FUNCTIONS, check_call, check_divisor, check_free_name, check_time,
+from .rules import (FUNCTIONS, check_call, check_divisor, check_free_name, check_time,
                     looks_like_typo)
 from .errors import Loc, SeqError, SeqWarning, source_text
 from .ir import Size

@@ -127,3 +127,27 @@ def test_cli_compile_emits_source_and_graph_and_gradchecks_compiled_code(run_cli
     code, out, err = run_cli("gradcheck", "specs/gru.seq", "--backend", "numba", "--hidden", 6,
                              "--input", 4)
     assert code == 0 and "float64, numba" in out and out.rstrip().endswith("within 1e-06"), err
+
+
+@pytest.mark.parametrize("name", ["LSTM", "GRU"])
+def test_padding_never_reaches_results_or_gradients(name):
+    # B = 9: the backward's transposed products; padding holds NaN and inf.
+    cell = instantiate(library_cells()[name], 4, 3, backend="numba")
+    p = cell.init_params(3)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(6, 9, 3))
+    lengths = np.array([6, 2, 0, 5, 6, 1, 3, 6, 4])
+    dirty = x.copy()
+    for b, n in enumerate(lengths):
+        dirty[n:, b] = np.nan if b % 2 else np.inf
+    r, r2 = cell.forward(p, x, lengths), cell.forward(p, dirty, lengths)
+    np.testing.assert_array_equal(r.outputs, r2.outputs)
+    for b, n in enumerate(lengths):
+        assert not r2.outputs[n:, b].any()
+    d = rng.normal(size=r.outputs.shape)
+    g, g2 = cell.backward(p, r, d), cell.backward(p, r2, d)
+    for k in g.params:
+        np.testing.assert_array_equal(g.params[k], g2.params[k])
+    for b, n in enumerate(lengths):
+        assert not g2.inputs["x"][n:, b].any()
+        assert np.isfinite(g2.inputs["x"]).all()
