@@ -49,9 +49,18 @@ def loss(cell: Cell, pb: Problem, params=None, x=None, state0=None) -> float:
 def relative_error(a: np.ndarray, b: np.ndarray, floor: float = 1e-3) -> float:
     """‖a - b‖∞ / max(‖a‖∞, ‖b‖∞, floor): relative, except that a gradient
     that is (nearly) zero is held to an absolute error, since central
-    differences of a flat loss are rounding noise."""
-    scale = max(np.abs(a).max(initial=0), np.abs(b).max(initial=0), floor)
-    return float(np.abs(a - b).max(initial=0) / scale)
+    differences of a flat loss are rounding noise. Entries that are equal
+    (the same infinity, or NaN in both) agree; any other non-finite entry is
+    an infinite error, never a NaN that compares as small."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    differ = ~((a == b) | (np.isnan(a) & np.isnan(b)))
+    if not (np.isfinite(a[differ]).all() and np.isfinite(b[differ]).all()):
+        return float("inf")
+    worst = np.abs(a[differ] - b[differ]).max(initial=0)
+    if worst == 0:
+        return 0.0
+    scale = max(np.abs(v[np.isfinite(v)]).max(initial=0) for v in (a, b))
+    return float(worst / (max(scale, floor) if floor == floor else scale))
 
 
 def gradcheck(cell: Cell, pb: Problem, eps: float = 1e-6) -> dict[str, float]:

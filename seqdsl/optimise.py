@@ -21,10 +21,11 @@ def fold_zeros(graph: Graph, zero: set[str]) -> Graph:
         return isinstance(a, Lit) and a.value == 0
 
     for e in graph.eqns:
-        if e.out.name in zero:
-            eqns.append(e)  # still defined (who makes it decides that it is zero)
-            continue
         args = tuple(sub.get(a.name, a) if isinstance(a, Var) else a for a in e.args)
+        if e.out.name in zero:  # still defined: who makes it decides that it is zero
+            eqns.append(Eqn(e.out, "zeros", (), loc=e.loc) if any(map(is0, args))
+                        else replace(e, args=args))
+            continue
         folded = _fold(e.op, args, is0)
         if folded is None:
             eqns.append(replace(e, args=args))

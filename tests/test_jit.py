@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from hypothesis import Phase, given, settings
+from hypothesis import Phase, example, given, settings
 
 from cellgen import cells
 from seqdsl.gradcheck import random_problem, relative_error
@@ -65,6 +65,18 @@ def test_shipped_cells_match_the_reference(name, dtype):
 @settings(max_examples=EXAMPLES, deadline=None,
           phases=[Phase.explicit, Phase.reuse, Phase.generate])
 @given(src=cells())
+# Cells that once broke the folding of zero terms (a weight shared across
+# operands; a cotangent folded away that a hoisted product still read).
+@example(src="cell Gen {\n input x\n state h, c, m : H\n g0 = m / 2\n"
+             " g2 = (W2[(-c), c] + c)\n h<t> = (1.5 * tanh(σ(W3[x, g2] + b0)))\n"
+             " c<t> = σ(W4 x + b0) * (b0 * log(1 + σ(W2[g2, h<t>])) + b0)"
+             " + (1 - σ(W4 x + b0)) * c\n m<t> = σ(W4 x + b0) * layernorm(softmax(g0))"
+             " + (1 - σ(W4 x + b0)) * m\n output h\n}\n")
+@example(src="cell Gen {\n input x\n state h, c, m : H\n g0 = (W0 x + c)\n"
+             " m<t> = σ(W1[(W0[x] + h), x] + b0) * σ(W1[g0, x] + b0)\n"
+             " c<t> = σ(W3[(W2[x, g0] + g0)] + b0)\n"
+             " h<t> = σ(W7[m<t>, (W6[m, x, c<t>] + g0)] + b3) * (1 - (W5[m<t>] / 0.5 + W0 x))\n"
+             " output h\n}\n")
 def test_generated_cells_match_the_reference(src):
     worst = compare(loads(src, "generated.seq").cell(), np.float64, hidden=3, input=2,
                     shapes=((4, 3), (1, 1), (2, 8)))

@@ -67,3 +67,13 @@ def test_every_folding_rule_on_a_small_graph():
     want = evaluate(g, {"p": p, "q": np.zeros((2, 3))}, 2, np.float64)
     for n in ("s4", "s5"):
         np.testing.assert_array_equal(got[n], want[n])
+
+
+def test_an_equation_known_to_be_zero_reads_what_its_argument_folded_to():
+    from seqdsl.ir import BATCH, Graph, Size, Var
+    v = {n: Var(n, BATCH, (Size.of(3),)) for n in ("p", "q", "s1", "s2")}
+    eqns = (Eqn(v["s1"], "add", (v["p"], v["q"])),  # p + 0 -> p
+            Eqn(v["s2"], "neg", (v["s1"],)))  # known to be zero elsewhere; s1 is gone
+    g = verify(Graph("g", (v["p"], v["q"]), (), eqns, (v["s2"],)))
+    folded = verify(fold_zeros(g, {"q", "s2"}))
+    assert [(e.out.name, e.op, e.args) for e in folded.eqns] == [("s2", "neg", (v["p"],))]
