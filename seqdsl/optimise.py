@@ -16,35 +16,35 @@ def fold_zeros(graph: Graph, zero: set[str]) -> Graph:
     sub: dict[str, Var | Lit] = {n: ZERO for n in zero}
     outputs = {v.name for v in graph.outputs}
     eqns = []
-
-    def is0(a):
-        return isinstance(a, Lit) and a.value == 0
-
     for e in graph.eqns:
         args = tuple(sub.get(a.name, a) if isinstance(a, Var) else a for a in e.args)
         if e.out.name in zero:  # still defined: who makes it decides that it is zero
-            eqns.append(Eqn(e.out, "zeros", (), loc=e.loc) if any(map(is0, args))
+            eqns.append(Eqn(e.out, "zeros", (), loc=e.loc) if any(map(_is0, args))
                         else replace(e, args=args))
             continue
-        folded = _fold(e.op, args, is0)
+        folded = _fold(e.op, args)
         if folded is None:
             eqns.append(replace(e, args=args))
             continue
         sub[e.out.name] = folded
         if e.out.name in outputs:
-            eqns.append(Eqn(e.out, "zeros", (), loc=e.loc) if is0(folded)
+            eqns.append(Eqn(e.out, "zeros", (), loc=e.loc) if _is0(folded)
                         else Eqn(e.out, "copy", (folded,), loc=e.loc))
     return replace(graph, eqns=tuple(eqns))
 
 
-def _fold(op: str, args, is0):
+def _is0(a) -> bool:
+    return isinstance(a, Lit) and a.value == 0
+
+
+def _fold(op: str, args):
     """What an equation reduces to (a value or ZERO), or None if it stays."""
-    if op in ("add", "sub") and is0(args[1]):
+    if op in ("add", "sub") and _is0(args[1]):
         return args[0]
-    if op == "add" and is0(args[0]):
+    if op == "add" and _is0(args[0]):
         return args[1]
-    if op == "mul" and any(is0(a) for a in args):
+    if op == "mul" and any(map(_is0, args)):
         return ZERO
-    if op in ("div", "neg", "copy", "bsum") and is0(args[0]):
+    if op in ("div", "neg", "copy", "bsum") and _is0(args[0]):
         return ZERO
     return None
