@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 from . import syntax as S
 from .errors import Loc, SeqError, SeqWarning
-from .rules import check_call, check_divisor, check_free_name, check_time, looks_like_typo
+from .rules import (Spellings, check_call, check_divisor, check_free_name, check_time,
+                    looks_like_typo)
 
 INITIALISERS = {"normal": (1, 1), "uniform": (1, 1), "zeros": (0, 0), "ones": (0, 0),
                 "glorot": (0, 0), "orthogonal": (0, 1)}  # name: (min, max) arguments
@@ -165,11 +166,11 @@ class _CellChecker:
             params[name].declared = True
             params[name].init = self._init(d)
 
-        defined_names = list(inputs) + list(states) + [eq.target.name for eq in equations]
+        spellings = Spellings(list(inputs) + list(states) + [eq.target.name for eq in equations])
         for p in params.values():
             if p.declared:
                 continue
-            near = looks_like_typo(p.name, defined_names)
+            near = spellings.near(p.name, p.loc, self.source)
             if near:
                 raise self.err(f"`{p.name}` is not defined, so it would become a new parameter",
                                p.loc, hint=f"did you mean {near}? (if `{p.name}` is meant to be "
@@ -291,31 +292,38 @@ class _CellChecker:
         return (name, *nums)
 
     def _order(self, equations, deps, states) -> list[int]:
-        """Dependency order, keeping the written order where it is free."""
+        """Dependency order, keeping the written order where it is free.
+        Depth-first without recursion: a chain of intermediates may be long."""
         index = {eq.target.name: i for i, eq in enumerate(equations)}
         # Reading a state's previous value does not depend on its equation.
-        needs = [{index[n] for n in d} for d in deps]
+        needs = [sorted({index[n] for n in d}, reverse=True) for d in deps]
         done: list[int] = []
-        state: dict[int, str] = {}
-
-        def visit(i, path):
-            if state.get(i) == "done":
-                return
-            if state.get(i) == "active":
-                cycle = path[path.index(i):] + [i]
-                names = " → ".join(_shown(equations[j].target) for j in cycle)
-                raise self.err(f"cycle among intermediates: {names}", equations[i].target.loc,
-                               hint="each value must be computable from earlier ones; "
-                               "use a state to carry a value to the next step")
-            state[i] = "active"
-            for j in sorted(needs[i]):
-                visit(j, path + [i])
-            state[i] = "done"
-            done.append(i)
-
-        for i in range(len(equations)):
-            visit(i, [])
+        finished: set[int] = set()
+        path_set: set[int] = set()
+        for root in range(len(equations)):
+            path: list[int] = []  # the equations being visited, each waiting on the next
+            todo = [root]
+            while todo:
+                i = todo.pop()
+                if i < 0:  # all of ~i's needs are done
+                    path_set.discard(path.pop())
+                    finished.add(~i)
+                    done.append(~i)
+                elif i in finished:
+                    continue
+                elif i in path_set:
+                    self._cycle(equations, path[path.index(i):] + [i])
+                else:
+                    path.append(i)
+                    path_set.add(i)
+                    todo += [~i] + needs[i]
         return done
+
+    def _cycle(self, equations, cycle: list[int]):
+        names = " → ".join(_shown(equations[j].target) for j in cycle)
+        raise self.err(f"cycle among intermediates: {names}", equations[cycle[0]].target.loc,
+                       hint="each value must be computable from earlier ones; "
+                       "use a state to carry a value to the next step")
 
     def _output(self, outputs, states) -> str:
         if len(outputs) > 1:

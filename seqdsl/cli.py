@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+import warnings
 
 import numpy as np
 
@@ -10,23 +12,56 @@ from .errors import SeqError
 from .ir import Size
 
 EPILOG = "Errors are reported as file:line:col with the source line; --traceback shows Python's."
+TRACEBACK_HELP = "show Python tracebacks on errors"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    _traceback_anywhere(parser)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # a bad argument (usage printed) or --help: a status, not a traceback
+        return e.code if isinstance(e.code, int) else 2
     if not hasattr(args, "run"):
         parser.print_help()
         return 2
     try:
-        return args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return args.run(args)
     except SeqError as e:
         if args.traceback:
             raise
+        if getattr(e, "missing_sizes", None):  # the API's own hint speaks of instantiate()
+            e.hint = "pass --hidden N and --input N (or " + " ".join(
+                f"--size {s}=N" for s in e.missing_sizes) + ")"
         print(e.render(), file=sys.stderr)
         return 1
     except BrokenPipeError:
         return 0
+    except Exception as e:  # a bug in seqdsl, not in the input: say so in one line
+        if args.traceback:
+            raise
+        print(f"error: internal error ({type(e).__name__}: {e}); rerun with --traceback "
+              "to see where, and please report it", file=sys.stderr)
+        return 1
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings from the library (the cache's, say) as one line, like the CLI's own."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _traceback_anywhere(parser: argparse.ArgumentParser) -> None:
+    """Accept --traceback after any subcommand too. SUPPRESS keeps a
+    subcommand from resetting the value given before it."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                if "--traceback" not in sub._option_string_actions:
+                    sub.add_argument("--traceback", action="store_true",
+                                     default=argparse.SUPPRESS, help=TRACEBACK_HELP)
+                _traceback_anywhere(sub)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Recurrent cells written as equations: check them, show their step "
                     "graphs and derived backward steps, compile them to Numba kernels, and "
                     "check their gradients.")
-    p.add_argument("--traceback", action="store_true", help="show Python tracebacks on errors")
+    p.add_argument("--traceback", action="store_true", help=TRACEBACK_HELP)
     sub = p.add_subparsers(title="commands", metavar="COMMAND")
 
     c = sub.add_parser("check", help="parse and check a .seq file; list inferred parameters",
@@ -76,29 +111,90 @@ def _parser() -> argparse.ArgumentParser:
     k = sub.add_parser("gradcheck", help="check a cell's gradients against finite differences",
                        description="Run the cell forward and backward through time on random "
                        "weights, a random batch of variable-length sequences and a random "
-                       "initial state (float64), and compare every gradient with central finite "
+                       "initial state, and compare every gradient with central finite "
                        "differences. Prints the worst relative error per parameter; exit status "
                        "0 when all are within the tolerance, 1 otherwise.", epilog=EPILOG)
     k.add_argument("file", metavar="FILE")
     k.add_argument("--cell", metavar="NAME")
     _size_args(k)
-    k.add_argument("--steps", type=int, default=5, metavar="T", help="sequence length (5)")
-    k.add_argument("--batch", type=int, default=3, metavar="B", help="batch size (3)")
-    k.add_argument("--seed", type=int, default=0, help="random seed (0)")
-    k.add_argument("--tolerance", type=float, default=None,
-                   help="largest relative error accepted (1e-6)")
+    k.add_argument("--steps", type=positive_int, default=5, metavar="T",
+                   help="sequence length (5)")
+    k.add_argument("--batch", type=positive_int, default=3, metavar="B", help="batch size (3)")
+    k.add_argument("--seed", type=non_negative_int, default=0, help="random seed (0)")
+    k.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                   help="floating-point type of the check (float64); the finite-difference "
+                   "step and the default tolerance follow it")
+    k.add_argument("--tolerance", type=tolerance, default=None, metavar="E",
+                   help="largest relative error accepted (1e-6 in float64, 1e-2 in float32)")
     k.add_argument("--backend", choices=("numpy", "numba"), default="numpy",
                    help="check the reference interpreter (default) or the compiled code")
     k.set_defaults(run=_gradcheck)
+
+    z = sub.add_parser("cache", help="show, clear or prune the cache of compiled cells",
+                       description="info: where compiled cells are cached, how many and how "
+                       "much space they take; clear: remove them all; prune: remove the least "
+                       "recently used until the cache is within SIZE.", epilog=EPILOG)
+    z.add_argument("action", choices=("info", "clear", "prune"))
+    z.add_argument("--max-size", metavar="SIZE", help="prune's bound, e.g. 500M or 2G "
+                   "(default: SEQDSL_CACHE_MAX_SIZE, else 1G)")
+    z.set_defaults(run=_cache)
     return p
 
 
 def _size_args(p):
-    p.add_argument("--hidden", type=int, default=4, metavar="N", help="state size H (4)")
-    p.add_argument("--input", type=int, default=None, metavar="N",
+    p.add_argument("--hidden", type=positive_int, default=4, metavar="N", help="state size H (4)")
+    p.add_argument("--input", type=positive_int, default=None, metavar="N",
                    help="input size (3, or what the cell's equations require)")
-    p.add_argument("--size", action="append", default=[], metavar="NAME=N",
+    p.add_argument("--size", type=size_binding, action="append", default=[], metavar="NAME=N",
                    help="bind any other size symbol, e.g. --size K=5")
+
+
+# ---- argument types: a bad value is a one-line usage error ---------------------------
+
+def _whole_number(text: str) -> int:
+    digits = text.strip().lstrip("+-")
+    if not (digits.isascii() and digits.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected a whole number, given {text!r}")
+    if len(digits.lstrip("0")) > 18:
+        raise argparse.ArgumentTypeError(f"{text.strip()} is too large")
+    return int(text)
+
+
+def positive_int(text: str) -> int:
+    value = _whole_number(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, given {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = _whole_number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 0, given {text}")
+    return value
+
+
+def tolerance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, given {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a finite relative error ≥ 0 (e.g. 1e-6), given {text}")
+    return value
+
+
+def size_binding(text: str) -> tuple[str, int]:
+    """`NAME=N` with N a positive whole number."""
+    name, eq, value = text.partition("=")
+    if not eq or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=N (e.g. K=5), given {text!r}")
+    try:
+        return name.strip(), positive_int(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=N with N a positive whole number, given {text!r}") from None
 
 
 def _load(path):
@@ -193,13 +289,19 @@ def _graph(args) -> int:
 
 # ---- gradcheck ----------------------------------------------------------------------
 
-def _sizes(args) -> dict[str, int]:
+def _sizes(args, ct) -> dict[str, int]:
+    """--size bindings; a symbol the cell does not have is ignored, with a
+    warning naming the ones it has (a typo would otherwise go unnoticed)."""
     sizes = {}
-    for item in args.size:
-        name, _, value = item.partition("=")
-        if not value.strip().isdigit():
-            raise SeqError(f"--size {item}: expected NAME=N with N a positive integer")
-        sizes[name.strip()] = int(value)
+    for name, value in args.size:
+        if name in sizes:
+            raise SeqError(f"--size {name}= given twice ({sizes[name]} and {value})")
+        if name not in ct.symbols:
+            known = ", ".join(ct.symbols) or "none"
+            print(f"warning: --size {name}={value}: cell {ct.name} has no size `{name}` "
+                  f"(its sizes: {known}); ignored", file=sys.stderr)
+            continue
+        sizes[name] = value
     return sizes
 
 
@@ -211,23 +313,25 @@ def _input_size(args, ct) -> int | None:
 
 
 def _gradcheck(args) -> int:
-    from .gradcheck import TOLERANCE, gradcheck, random_problem
+    from .gradcheck import gradcheck, random_problem
+    from .gradcheck import tolerance as tolerance_for
     from .spec import instantiate
     spec = _load(args.file)
     ct = _pick_cell(spec, args.cell)
     inp = _input_size(args, ct)
     if args.backend == "numba":
         print(f"compiling {ct.name} ...", file=sys.stderr, flush=True)
-    cell = instantiate(ct, args.hidden, inp, _sizes(args), dtype=np.float64, backend=args.backend)
-    if args.steps < 1 or args.batch < 1:
-        raise SeqError("--steps and --batch must be at least 1")
+    cell = instantiate(ct, args.hidden, inp, _sizes(args, ct), dtype=args.dtype,
+                       backend=args.backend)
     pb = random_problem(cell, args.steps, args.batch, args.seed)
     errors = gradcheck(cell, pb)
-    tol = TOLERANCE if args.tolerance is None else args.tolerance
+    tol = tolerance_for(args.dtype) if args.tolerance is None else args.tolerance
     sizes = ", ".join(f"{k}={v}" for k, v in cell.sizes.items())
     print(f"gradcheck {ct.name} ({sizes}; T={args.steps}, B={args.batch}, "
-          f"lengths {list(map(int, pb.lengths))}; float64, {args.backend}, central differences)")
-    rows = [(name, f"{err:.2e}", "ok" if err <= tol else "FAIL") for name, err in errors.items()]
+          f"lengths {list(map(int, pb.lengths))}; {args.dtype}, {args.backend}, "
+          "central differences)")
+    rows = [(name, f"{err:.2e}" if math.isfinite(err) else "not finite",
+             "ok" if err <= tol else "FAIL") for name, err in errors.items()]
     print("\n".join(_table([("gradient of", "worst rel. error", "")] + rows)))
     bad = [r[0] for r in rows if r[2] == "FAIL"]
     if bad:
@@ -247,7 +351,7 @@ def _compile(args) -> int:
     inp = _input_size(args, ct)
     if args.emit == "summary":
         print(f"compiling {ct.name} ...", file=sys.stderr, flush=True)
-    cell = instantiate(ct, args.hidden, inp, _sizes(args), dtype=args.dtype, backend="numba")
+    cell = instantiate(ct, args.hidden, inp, _sizes(args, ct), dtype=args.dtype, backend="numba")
     if args.emit == "source":
         print(cell.source, end="")
         return 0
@@ -297,6 +401,12 @@ def _flops(cell) -> tuple[int, int, int, int]:
                 ew += rows
         return mm, ew
     return (*count(cell.forward_graph), *count(cell.backward_graph))
+
+
+def _cache(args) -> int:
+    from .jit.cache import command
+    print(command(args.action, args.max_size))
+    return 0
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ def _quote(text: str) -> str:
 
 
 def _label(e: Eqn) -> str:
-    attrs = "".join(f"[{lo}:{hi}]" for k, (lo, hi) in e.attrs if k == "cols")
+    attrs = "".join(f"[{v[0]}:{v[1]}]" for k, v in e.attrs if k == "cols")  # not `of=`
     return f"{e.out.name}: {e.out.type_str()}\n{e.op}{attrs}"
 
 

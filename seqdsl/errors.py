@@ -7,6 +7,7 @@ and the hint, and exits 1.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class SeqError(Exception):
             head = f"{self.loc}: error: {self.message}"
         lines = [head]
         if self.loc is not None and source is not None:
-            text = source.splitlines()
+            text = source_lines(source)
             if 1 <= self.loc.line <= len(text):
                 line = text[self.loc.line - 1]
                 width = 1
@@ -74,9 +75,29 @@ class SeqWarning:
         return f"SeqWarning({self.render()!r})"
 
 
+def source_lines(source: str) -> list[str]:
+    """The lines of `source` as the parser counts them: only `\n` ends a line.
+
+    `str.splitlines` also breaks at U+2028, form feeds and other separators,
+    which would make line numbers disagree with the parser's. A `\r` before
+    the `\n` is dropped, and a final newline does not start an empty line.
+    """
+    return list(_source_lines(source))
+
+
+@lru_cache(maxsize=8)
+def _source_lines(source: str) -> tuple[str, ...]:
+    # Cached: networks ask for the text of every layer, and a large spec
+    # would otherwise be split once per layer.
+    lines = source.split("\n")
+    if source.endswith("\n"):
+        lines.pop()
+    return tuple(ln[:-1] if ln.endswith("\r") else ln for ln in lines)
+
+
 def source_text(source: str, loc: Loc) -> str:
     """The text `loc` spans (lines joined by spaces)."""
-    lines = source.splitlines()[loc.line - 1:(loc.end_line or loc.line)]
+    lines = list(_source_lines(source)[loc.line - 1:(loc.end_line or loc.line)])
     if not lines:
         return ""
     if len(lines) == 1:

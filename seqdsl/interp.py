@@ -90,15 +90,24 @@ assert set(EVAL) == set(OPS), set(EVAL) ^ set(OPS)
 
 def evaluate(graph: Graph, env: dict[str, np.ndarray], batch: int, dtype) -> dict[str, np.ndarray]:
     """Run `graph` on the values in `env` (inputs and params by name); returns
-    `env` extended with every equation's result."""
+    `env` extended with every equation's result.
+
+    Arithmetic is IEEE's, silently, as in compiled code: `exp` of a large
+    number is inf, `log(0)` is -inf, and what follows from them (inf - inf is
+    NaN) shows in the results instead of as NumPy RuntimeWarnings. Where an
+    op's true value is finite it is computed without overflow (`sigmoid`,
+    `softmax`)."""
     env = dict(env)
-    for e in graph.eqns:
-        if e.op == "zeros":
-            shape = tuple(s.value() for s in e.out.shape)
-            env[e.out.name] = np.zeros((batch,) + shape if e.out.kind == "batch" else shape, dtype)
-            continue
-        args = [np.asarray(a.value, dtype) if isinstance(a, Lit) else env[a.name] for a in e.args]
-        env[e.out.name] = EVAL[e.op](e, *args)
+    with np.errstate(all="ignore"):
+        for e in graph.eqns:
+            if e.op == "zeros":
+                shape = tuple(s.value() for s in e.out.shape)
+                env[e.out.name] = np.zeros((batch,) + shape if e.out.kind == "batch" else shape,
+                                           dtype)
+                continue
+            args = [np.asarray(a.value, dtype) if isinstance(a, Lit) else env[a.name]
+                    for a in e.args]
+            env[e.out.name] = EVAL[e.op](e, *args)
     return env
 
 

@@ -7,6 +7,7 @@ NumPy or Numba.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 from .errors import Loc
@@ -132,8 +133,8 @@ class Lit:
     value: float
 
     def __str__(self) -> str:
-        return repr(float(self.value)).rstrip("0").rstrip(".") if self.value != int(self.value) \
-            else str(int(self.value))
+        v = float(self.value)  # whole numbers without `.0`; others (1e+300 too) as repr writes them
+        return str(int(v)) if math.isfinite(v) and v == int(v) and abs(v) < 1e16 else repr(v)
 
 
 Atom = Var | Lit

@@ -9,11 +9,12 @@ hold for positive sizes (`H = H + X`) is an error naming both sizes.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from . import syntax as S
 from .check import CellScope
-from .rules import FUNCTIONS
+from .rules import FUNCTIONS, constant_value
 from .errors import Loc, SeqError, SeqWarning
 from .ir import BATCH, MATRIX, VECTOR, Eqn, Graph, Lit, Size, Var, dce, total_size, verify
 
@@ -250,8 +251,11 @@ class _Lowerer:
         a, b = self.expr(e.left), self.expr(e.right)
         op = {"+": "add", "-": "sub", "*": "mul", "/": "div"}[e.op]
         if isinstance(a, Lit) and isinstance(b, Lit):
-            x, y = a.value, b.value
-            return Lit({"add": x + y, "sub": x - y, "mul": x * y, "div": x / y if y else float("nan")}[op])
+            value = constant_value(e)
+            if not math.isfinite(value):
+                raise SeqError(f"this constant is not a finite number ({value})", e.loc,
+                               source=self.scope.source, hint="numbers go up to about 1.8e308")
+            return Lit(value)
         if op == "div" and b.value == 0:
             raise SeqError("division by zero", e.right.loc, source=self.scope.source)
         vs = [v for v in (a, b) if isinstance(v, Var)]

@@ -80,6 +80,8 @@ class _NetworkChecker:
         self.layers: dict[str, Layer] = {}
         self.locs: dict[str, Loc] = {}
         self.input_syms: set[str] = set()
+        self.n_cells = 0  # cells in all layers so far, each copy counted
+        self.class_syms: set[str] = set()  # the heads' numbers of classes
 
     def err(self, message, loc, hint=None) -> SeqError:
         return SeqError(message, loc, hint=hint, source=self.source)
@@ -189,7 +191,7 @@ class _NetworkChecker:
                 raise self.err("stack takes one or more layers", call.loc)
             exprs = list(call.args)
             if "depth" in kw:
-                depth = self._int(kw["depth"], "depth")
+                depth = self._int(kw["depth"], "depth", S.MAX_STACK_DEPTH)
                 if len(exprs) != 1:
                     raise self.err("`depth=` repeats a single layer: stack(layer, depth=n)",
                                    call.loc)
@@ -215,6 +217,11 @@ class _NetworkChecker:
         state_syms = [s for s in cell.symbols if s not in {sym for _, sz in cell.inputs
                                                             for sym in sz.symbols}]
         kw = self._kwargs(call, tuple(state_syms) + ("init",))
+        self.n_cells += 1
+        if self.n_cells > S.MAX_NETWORK_CELLS:  # nested `bidirectional` doubles the count
+            raise self.err(f"network {self.net.name} has more than {S.MAX_NETWORK_CELLS:,} "
+                           "cells (counting each copy `stack` and `bidirectional` make)",
+                           call.loc)
         if call.args:
             raise self.err(f"{cell.name} takes sizes by name, e.g. `{cell.name}(H=64)`", call.loc)
         sizes: dict[str, Size] = {}
@@ -275,9 +282,11 @@ class _NetworkChecker:
             kw[k] = v
         return kw
 
-    def _int(self, e, what) -> int:
+    def _int(self, e, what, limit=S.MAX_INT) -> int:
         if not (isinstance(e, S.Num) and e.value == int(e.value) and e.value >= 1):
             raise self.err(f"`{what}=` takes a positive whole number", e.loc)
+        if e.value > limit:
+            raise self.err(f"`{what}=` takes at most {limit:,}", e.loc)
         return int(e.value)
 
     # ---- heads -----------------------------------------------------------------------
@@ -287,8 +296,7 @@ class _NetworkChecker:
         if out.expr is None:
             raise self.err("a network's output is computed: `output ŷ<t> = softmax(Wy h<t> + by)`",
                            out.loc)
-        check_time(tgt, self.source, allow_T=False)
-        per_step = tgt.time is not None
+        per_step = self._per_step(tgt)
         unify = Unifier(set(), self.source)
         own: dict[str, tuple[Size, ...]] = {}
 
@@ -341,14 +349,36 @@ class _NetworkChecker:
         size = unify.resolve(size)
         free = [k for k in size.symbols if k.startswith("?")]
         if free:  # the number of classes: named after the output, bound by the data
-            sym = input_symbol(unicodedata.normalize("NFD", tgt.name)[0], {"H"})
-            unify.bound[free[0]] = Size.of(sym)
+            unify.bound[free[0]] = Size.of(self._class_symbol(tgt.name))
         for n, shape in own.items():
             fixed = tuple(unify.resolve(s) for s in shape)
             if any(k.startswith("?") for s in fixed for k in s.symbols):
                 raise self.err(f"cannot infer the shape of `{n}`", out.loc)
             params[n] = fixed
         return Head(tgt.name, per_step, unify.resolve(size), source_text(self.source, out.loc), out.loc)
+
+    def _per_step(self, tgt: S.Var) -> bool:
+        """`ŷ<t>` is computed at every step, `ŷ` at each example's last; no
+        other time index names a head."""
+        if tgt.time is None:
+            return False
+        if tgt.time.base == "t" and tgt.time.offset == 0:
+            return True
+        raise self.err(f"output `{tgt}`: an output is `{tgt.name}<t>` (every step) or "
+                       f"`{tgt.name}` (each example's last step)", tgt.time.loc,
+                       hint=f"write `output {tgt.name}<t> = …` reading `h<t>`, or "
+                       f"`output {tgt.name} = …` reading `h<T>`")
+
+    def _class_symbol(self, head: str) -> str:
+        """The size symbol of a head's number of classes: its first letter
+        upper-cased (`ŷ` → `Y`), numbered (`Y2`, `Y3`, …) when an input or an
+        earlier head has that symbol, so that no two sizes are tied by name."""
+        base = input_symbol(unicodedata.normalize("NFD", head)[0], set())
+        sym, n = base, 2
+        while sym in self.input_syms | self.class_syms | {"H"}:
+            sym, n = f"{base}{n}", n + 1
+        self.class_syms.add(sym)
+        return sym
 
     def _head_param(self, var: S.Var, own, unify, kind) -> tuple[Size, ...]:
         if var.time is not None:

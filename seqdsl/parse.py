@@ -1,15 +1,18 @@
 """Text → syntax tree. The only module that imports lark."""
 from __future__ import annotations
 
+import math
 import os
+import unicodedata
 from functools import lru_cache
 from importlib import resources
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Tree, v_args
+from lark.visitors import Transformer_NonRecursive
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from . import syntax as S
-from .errors import Loc, SeqError
+from .errors import Loc, SeqError, source_lines
 
 _OPEN = {"LPAR": "(", "LSQB": "[", "LBRACE": "{"}
 _CLOSE = {"RPAR": "LPAR", "RSQB": "LSQB", "RBRACE": "LBRACE"}
@@ -29,23 +32,31 @@ class _Brackets:
     """Post-lexer: newlines end statements, except inside ( ) and [ ].
 
     It remembers the brackets still open so that a missing `)` is reported
-    where it was opened, not at the far-away token where parsing gave up.
+    where it was opened, not at the far-away token where parsing gave up,
+    and the last two tokens, to word errors about what came before.
+    Names and numbers are checked here, as they are read (see `_check_token`).
     """
 
     always_accept = ("_NL",)
 
     def __init__(self):
         self.open: list[Token] = []
+        self.last: list[Token] = []  # the last two tokens passed on
+        self.file = "<string>"
+        self.source = ""
 
     def process(self, stream):
         self.open = []
+        self.last = []
         for tok in stream:
+            _check_token(tok, self.file, self.source)
             if tok.type in ("LPAR", "LSQB"):
                 self.open.append(tok)
             elif tok.type in ("RPAR", "RSQB") and self.open:
                 self.open.pop()
             elif tok.type == "_NL" and self.open:
                 continue
+            self.last = [*self.last[-1:], tok]
             yield tok
 
 
@@ -59,17 +70,28 @@ def _parser() -> tuple[Lark, _Brackets]:
 
 
 def parse(source: str, file: str = "<string>") -> S.Module:
-    """Parse .seq source text into a syntax tree; raises SeqError on bad input."""
+    """Parse .seq source text into a syntax tree; raises SeqError on bad input.
+
+    A leading byte-order mark is dropped (the returned module's `source` is
+    the text without it, so columns count as an editor shows them). Input
+    beyond the limits in `syntax` (size, name length, nesting, numbers) is
+    refused with a SeqError at the place it exceeds them: nothing here or in
+    later stages recurses deeper than `MAX_DEPTH` levels of the tree.
+    """
+    source = source.removeprefix("\ufeff")
+    _check_size(source, file)
     if not source.strip() or all(
-            not ln.strip() or ln.lstrip().startswith("#") for ln in source.splitlines()):
+            not ln.strip() or ln.lstrip().startswith("#") for ln in source_lines(source)):
         raise SeqError("the file defines nothing: expected a `cell` or `network` definition",
                        Loc(file, 1, 1), source=source)
     lark, post = _parser()
+    post.file, post.source = file, source
     text = source if source.endswith("\n") else source + "\n"
     try:
         tree = lark.parse(text)
     except UnexpectedInput as e:
         raise _syntax_error(e, post, file, source) from None
+    _check_depth(tree, file, source)
     defs = _ToSyntax(file).transform(tree).children
     return S.Module(file=file, source=source, definitions=tuple(defs))
 
@@ -80,9 +102,12 @@ def read_source(path: str) -> str:
         raise SeqError(f"{path}: no such file")
     if os.path.isdir(path):
         raise SeqError(f"{path}: is a directory, not a .seq file")
-    data = open(path, "rb").read()
+    with open(path, "rb") as f:  # no more than the size limit allows, whatever the file's size
+        data = f.read(4 * S.MAX_SOURCE_CHARS + 1)
+    if len(data) > 4 * S.MAX_SOURCE_CHARS:  # more characters than the limit, however decoded
+        _check_size(data.decode("utf-8", errors="replace"), path)
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as e:
         before = data[:e.start].decode("utf-8")
         line = before.count("\n") + 1
@@ -94,6 +119,66 @@ def read_source(path: str) -> str:
 
 def parse_file(path: str) -> S.Module:
     return parse(read_source(path), path)
+
+
+# ---- limits -------------------------------------------------------------------
+
+def _check_size(source: str, file: str) -> None:
+    if len(source) <= S.MAX_SOURCE_CHARS:
+        return
+    before = source[:S.MAX_SOURCE_CHARS]
+    line = before.count("\n") + 1
+    col = S.MAX_SOURCE_CHARS - (before.rfind("\n") + 1) + 1
+    raise SeqError(f"the spec is too large: more than {S.MAX_SOURCE_CHARS:,} characters "
+                   "(the most one spec may have); this is where the limit is reached",
+                   Loc(file, line, col), hint="is it the right file? Real specs are a few "
+                   "thousand characters", source=source)
+
+
+def _check_token(tok: Token, file: str, source: str) -> None:
+    """Names of sane length that are not keywords; numbers within range."""
+    def err(message, hint=None):
+        return SeqError(message, Loc(file, tok.line, tok.column), hint=hint, source=source)
+
+    if tok.type == "NAME":
+        if len(tok) > S.MAX_NAME_CHARS:
+            raise err(f"a name of {len(tok):,} characters; a name has at most "
+                      f"{S.MAX_NAME_CHARS}", hint="use a shorter name")
+        if tok in _KEYWORDS:
+            raise _keyword_as_name(tok, file, source)
+    elif tok.type == "INT" and (len(tok) > len(str(S.MAX_INT)) or int(tok) > S.MAX_INT):
+        raise err(f"{_shown_number(tok)} is too large: whole numbers in sizes and time "
+                  f"indices are at most {S.MAX_INT:,}")
+    elif tok.type == "NUMBER" and not math.isfinite(float(tok)):
+        raise err(f"{_shown_number(tok)} is too large for a number (the largest is about "
+                  "1.8e308)")
+
+
+def _keyword_as_name(tok: Token, file: str, source: str) -> SeqError:
+    return SeqError(f"`{tok}` is a keyword and cannot be used as a name",
+                    Loc(file, tok.line, tok.column, tok.line, tok.column + len(tok)),
+                    hint="the keywords " + ", ".join(f"`{k}`" for k in _KEYWORDS)
+                    + " start statements and definitions; choose another name", source=source)
+
+
+def _shown_number(text: str) -> str:
+    return f"`{text}`" if len(text) <= 20 else f"`{text[:12]}…` ({len(text):,} characters)"
+
+
+def _check_depth(tree: Tree, file: str, source: str) -> None:
+    """Refuse a tree nested deeper than MAX_DEPTH, so that the stages after
+    the parser can walk it recursively. Iterative: the tree may be deep."""
+    todo = [(tree, 1)]
+    while todo:
+        node, depth = todo.pop()
+        if depth > S.MAX_DEPTH:
+            m = node.meta  # every node holds a token, so it has a position
+            raise SeqError(f"nested too deeply: more than {S.MAX_DEPTH} levels", Loc(
+                file, m.line, m.column, m.end_line, m.end_column), source=source,
+                hint="each term of a sum or product, each `-` and each bracket nests one "
+                "level deeper; name parts of the expression as intermediates "
+                "(`s = a + b + c`, then `s + d`)")
+        todo += [(c, depth + 1) for c in node.children if isinstance(c, Tree)]
 
 
 # ---- syntax errors -----------------------------------------------------------
@@ -118,23 +203,29 @@ def _expected(names) -> str:
 def _syntax_error(e: UnexpectedInput, post: _Brackets, file: str, source: str) -> SeqError:
     unclosed = post.open[-1] if post.open else None
     if isinstance(e, UnexpectedCharacters):
-        ch = source.splitlines()[e.line - 1][e.column - 1] if e.line <= len(source.splitlines()) else "?"
-        return SeqError(f"unexpected character `{ch}`", Loc(file, e.line, e.column),
+        ch = source[e.pos_in_stream] if e.pos_in_stream < len(source) else "\n"
+        return SeqError(f"unexpected character {_shown_char(ch)}", Loc(file, e.line, e.column),
                         hint=_char_hint(ch), source=source)
     tok = getattr(e, "token", None)
     if isinstance(e, UnexpectedEOF) or tok is None or tok.type == "$END":
         if unclosed is not None:
             return _unclosed(unclosed, file, source, None)
-        lines = source.splitlines()
+        lines = source_lines(source)
         loc = Loc(file, len(lines), len(lines[-1]) + 1 if lines else 1)
         return SeqError("unexpected end of file" + _expected(getattr(e, "expected", ())), loc,
                         hint="is a closing `}` missing?", source=source)
     assert isinstance(e, UnexpectedToken)
+    # The lexer may refuse `tok` before passing it on: then it is not among the last two.
+    before = [t for t in post.last if t.start_pos < tok.start_pos][-1:]
+    if before and before[0].type != "NAME" and before[0] in _KEYWORDS \
+            and tok.type in ("EQUAL", "LESSTHAN"):  # `output = ...`, `state<t> = ...`
+        return _keyword_as_name(before[0], file, source)
     if unclosed is not None and (tok.line > unclosed.line or tok.type in ("RBRACE", "_NL")):
         return _unclosed(unclosed, file, source, tok)
     line, col = tok.line, tok.column
     if tok.type == "_NL":  # point just past the last token on the line, not at the next line
-        prev = source.splitlines()[e.line - 1] if e.line - 1 < len(source.splitlines()) else ""
+        lines = source_lines(source)
+        prev = lines[e.line - 1] if e.line - 1 < len(lines) else ""
         line, col = e.line, e.column
         if prev[col - 1:col] == "\n" or col > len(prev):
             col = len(prev.rstrip()) + 1
@@ -157,7 +248,16 @@ def _unclosed(opener: Token, file: str, source: str, at: Token | None) -> SeqErr
                     source=source)
 
 
+def _shown_char(ch: str) -> str:
+    """`ch` in backquotes, or its code point and name when it is invisible."""
+    if ch.isprintable() and unicodedata.category(ch) not in ("Cf", "Zs"):
+        return f"`{ch}`"
+    return f"U+{ord(ch):04X} ({unicodedata.name(ch, 'a control character')})"
+
+
 def _char_hint(ch: str) -> str | None:
+    if not ch.isprintable() or unicodedata.category(ch) == "Cf":
+        return "an invisible character (editors may not show it): delete it"
     if ch == "{":
         return "`{` opens a cell or network body: `cell Name { ... }`"
     if ch in "^~":
@@ -172,7 +272,7 @@ def _tok_loc(file: str, tok: Token) -> Loc:
 
 
 @v_args(meta=True)
-class _ToSyntax(Transformer):
+class _ToSyntax(Transformer_NonRecursive):
     def __init__(self, file: str):
         super().__init__()
         self.file = file

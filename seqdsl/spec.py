@@ -41,6 +41,7 @@ class Spec:
 def loads(source: str, file: str = "<string>", library: bool = True) -> Spec:
     """Parse and check .seq source text."""
     module = parse(source, file)
+    source = module.source  # without a byte-order mark, so columns match the parser's
     cells: dict[str, CellType] = {}
     networks: dict[str, NetworkType] = {}
     warnings: list[SeqWarning] = []

@@ -10,6 +10,16 @@ from dataclasses import dataclass, field
 
 from .errors import Loc
 
+# ---- limits ------------------------------------------------------------------
+# No real spec comes near these; they keep every stage of the front end fast
+# and its recursion shallow on any input (a spec loads in well under a second).
+MAX_SOURCE_CHARS = 50_000  # characters in one spec
+MAX_NAME_CHARS = 100  # characters in one name
+MAX_DEPTH = 200  # nesting of a definition's syntax tree (a sum of n terms nests n deep)
+MAX_INT = 1_000_000  # sizes, time offsets, `stack` depths and other whole numbers
+MAX_STACK_DEPTH = 100  # `stack(layer, depth=n)`
+MAX_NETWORK_CELLS = 1_000  # cells in a network, each copy `stack` or `bidirectional` makes counted
+
 
 def normalise_name(raw: str) -> str:
     """`c~` → `c̃`, `y^` → `ŷ`, then NFC so composed and decomposed forms agree."""

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from numba import njit, types
 from scipy.special import expit
 
-from seqdsl.jit.activations import sigmoid, sigmoid_array, tanh, tanh_array
+from seqdsl.jit import activations
+from seqdsl.jit.activations import MAX_RELATIVE_ERROR, sigmoid, sigmoid_array, tanh, tanh_array
 
 DTYPES = [np.float32, np.float64]
 FUNCS = {"sigmoid": (sigmoid_array, expit), "tanh": (tanh_array, np.tanh)}
@@ -38,21 +39,36 @@ def evaluate(name, x):
 
 
 def check_accuracy(name, x):
-    """Assert the documented error bounds; return (max abs, max rel) error."""
+    """Assert the documented error bounds (`MAX_RELATIVE_ERROR` where the
+    true value is a normal number, one subnormal step below that); return
+    (max abs, max rel) error."""
     y, ref = evaluate(name, x), reference(name, x)
+    fi = np.finfo(x.dtype)
     err = np.abs(y.astype(ref.dtype) - ref)
     mag = np.abs(ref)
-    if x.dtype == np.float32:
-        big = mag > 1e-4  # relative bound only where the value is not tiny
-        rel = err[big] / mag[big]
-        assert err.max() <= 5e-7, x[np.argmax(err)]
-        assert rel.max(initial=0) <= 1e-5, x[big][np.argmax(rel)]
-    else:
-        normal = mag > 1e-300  # sigmoid underflows below ~exp(-745)
-        rel = err[normal] / mag[normal]
-        assert rel.max(initial=0) <= 1e-12, x[normal][np.argmax(rel)]
-        assert err[~normal].max(initial=0) <= 1e-300
+    normal = mag >= fi.tiny  # sigmoid underflows to subnormals for very negative x
+    rel = err[normal] / mag[normal]
+    assert rel.max(initial=0) <= MAX_RELATIVE_ERROR[x.dtype], x[normal][np.argmax(rel)]
+    assert err[~normal].max(initial=0) <= fi.smallest_subnormal, x[~normal][np.argmax(err[~normal])]
     return float(err.max()), float(rel.max(initial=0))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_accuracy_check_catches_an_error_above_the_documented_bound(dtype, monkeypatch):
+    """Results 5e-7 (float32) or 2e-15 (float64) off fail: the 50× looser
+    float32 and 2,500× looser float64 bounds let them pass."""
+    x = np.linspace(0.5, 2, 101, dtype=dtype)
+    off = {np.float32: 5e-7, np.float64: 2e-15}[dtype]
+    bad = (tanh_array(x).astype(np.float64) * (1 + off)).astype(dtype)
+    monkeypatch.setitem(FUNCS, "tanh", (lambda a: bad, np.tanh))
+    with pytest.raises(AssertionError):
+        check_accuracy("tanh", x)
+
+
+def test_the_asserted_bounds_are_the_documented_ones():
+    doc = activations.__doc__
+    for dtype, bound in MAX_RELATIVE_ERROR.items():
+        assert float(re.search(rf"{dtype.name} <= ([0-9.e-]+)", doc).group(1)) == bound
 
 
 def log_grid(dtype, n):

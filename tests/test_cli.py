@@ -4,6 +4,8 @@ import sys
 
 import pytest
 
+from seqdsl.errors import SeqError
+
 
 def test_check_lists_inferred_parameters(run_cli):
     code, out, err = run_cli("check", "specs/lstm.seq")
@@ -22,7 +24,8 @@ def test_check_a_network(run_cli):
     assert code == 0
     assert "network Translate" in out and "encoder-decoder" in out
     assert "d = LSTM(H=128, init=e<T>)   → 128 per step" in out
-    assert any(line.split()[:2] == ["Wy", "Y×128"] for line in out.splitlines())
+    # `input y` has the symbol Y, so the head's classes are Y2
+    assert any(line.split()[:2] == ["Wy", "Y2×128"] for line in out.splitlines())
 
 
 def test_check_warnings_go_to_stderr_with_positions(tmp_path, run_cli):
@@ -68,7 +71,76 @@ def test_gradcheck_size_arguments(tmp_path, run_cli):
     code, out, err = run_cli("gradcheck", f, "--size", "K=3")
     assert code == 0 and "(K=3, X=3;" in out, err
     code, out, err = run_cli("gradcheck", f, "--size", "K=three")
-    assert code == 1 and "expected NAME=N" in err
+    assert code == 2 and "expected NAME=N with N a positive whole number" in err
+
+
+def test_size_for_a_symbol_the_cell_lacks_is_warned_about(run_cli):
+    code, out, err = run_cli("gradcheck", "specs/rnn.seq", "--size", "Q=5")
+    assert code == 0 and "(H=4, X=3;" in out
+    assert err == "warning: --size Q=5: cell RNN has no size `Q` (its sizes: H, X); ignored\n"
+
+
+@pytest.mark.parametrize("args,argument", [
+    (["--tolerance", "-1"], "--tolerance"), (["--tolerance", "nan"], "--tolerance"),
+    (["--tolerance", "inf"], "--tolerance"), (["--tolerance", "1e999"], "--tolerance"),
+    (["--hidden", "0"], "--hidden"), (["--hidden", "-3"], "--hidden"),
+    (["--hidden", "1e9"], "--hidden"), (["--hidden", "9" * 40], "--hidden"),
+    (["--input", "²"], "--input"), (["--steps", "0"], "--steps"), (["--batch", "x"], "--batch"),
+    (["--seed", "-1"], "--seed"), (["--size", "K"], "--size"), (["--size", "K=0"], "--size"),
+    (["--size", "=3"], "--size"),
+])
+def test_bad_argument_values_are_one_line_usage_errors(run_cli, args, argument):
+    code, out, err = run_cli("gradcheck", "specs/rnn.seq", *args)
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert err.splitlines()[-1].startswith(f"seqdsl gradcheck: error: argument {argument}"), err
+
+
+def test_a_size_given_twice_is_an_error(run_cli):
+    code, _, err = run_cli("gradcheck", "specs/rnn.seq", "--size", "H=3", "--size", "H=4")
+    assert code == 1 and err.startswith("error: --size H= given twice (3 and 4)")
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_traceback_is_accepted_before_or_after_the_command(run_cli, where):
+    args = ["check", "no/such/file.seq"]
+    args = ["--traceback", *args] if where == "before" else [*args, "--traceback"]
+    with pytest.raises(SeqError, match="no such file"):
+        run_cli(*args)
+    code, _, err = run_cli("check", "no/such/file.seq")
+    assert code == 1 and err.startswith("error: no/such/file.seq: no such file")
+
+
+def test_an_internal_error_is_one_line_without_traceback(run_cli, monkeypatch):
+    from seqdsl import cli
+
+    def broken(args):
+        raise RuntimeError("boom")
+    monkeypatch.setattr(cli, "_check", broken)
+    code, out, err = run_cli("check", "specs/rnn.seq")
+    assert code == 1 and out == ""
+    assert err == ("error: internal error (RuntimeError: boom); rerun with --traceback to see "
+                   "where, and please report it\n")
+    with pytest.raises(RuntimeError, match="boom"):
+        run_cli("check", "specs/rnn.seq", "--traceback")
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_gradcheck_fails_on_nan_gradients(tmp_path, run_cli):
+    """NaN in the derived gradient and in the differences is a failure,
+    not `0.00e+00 ok`."""
+    f = tmp_path / "nan.seq"
+    f.write_text("cell Broken {\n    input x\n    state h : H\n    h<t> = log(-exp(W[h, x]))\n}\n")
+    code, out, _ = run_cli("gradcheck", f)
+    assert code == 1
+    assert [line.split()[1:] for line in out.splitlines()[2:5]] == [["not", "finite", "FAIL"]] * 3
+    assert out.splitlines()[-1] == "FAILED: 3 of 3 gradients above 1e-06: W, x, h<0>"
+
+
+def test_gradcheck_in_float32_uses_its_own_step_and_tolerance(run_cli):
+    code, out, err = run_cli("gradcheck", "specs/gru.seq", "--dtype", "float32")
+    assert code == 0, out + err
+    assert "; float32, numpy, central differences)" in out.splitlines()[0]
+    assert out.splitlines()[-1] == "ok: all 8 gradients within 0.01"
 
 
 @pytest.mark.parametrize("cmd", ["check", "graph", "gradcheck"])

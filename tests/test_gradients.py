@@ -1,11 +1,13 @@
 """Backprop-through-time derived by autodiff matches central finite
-differences (float64), for the shipped cells and for generated ones."""
+differences (float64 and float32), for the shipped cells and for generated
+ones; and the check fails on what is not a match (NaN, inf)."""
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cellgen import cells
-from seqdsl.gradcheck import TOLERANCE, gradcheck, random_problem
+from seqdsl.gradcheck import TOLERANCE, gradcheck, random_problem, step, tolerance
 from seqdsl.spec import instantiate, library_cells, loads
 
 SHIPPED = sorted(library_cells())
@@ -24,8 +26,9 @@ def test_shipped_cells_gradcheck(name):
 def test_generated_cells_gradcheck(src, seed):
     cell = instantiate(loads(src, "generated.seq").cell(), hidden=3, input=2)
     pb = random_problem(cell, steps=4, batch=3, seed=seed)
-    assert len(set(pb.lengths)) >= 1 and pb.lengths[0] == 4
     errors = gradcheck(cell, pb)
+    assert set(errors) == (set(cell.param_shapes) | set(cell.input_sizes)
+                           | {f"{s}<0>" for s in cell.state_sizes})
     worst = max(errors, key=errors.get)
     assert errors[worst] < TOLERANCE, f"{worst}: {errors[worst]:.2e}\n{src}"
 
@@ -48,3 +51,57 @@ def test_lengths_include_empty_and_full_sequences():
     for seed in range(20):
         seen |= set(random_problem(cell, steps=5, batch=4, seed=seed).lengths.tolist())
     assert {0, 5} <= seen
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_cells_gradcheck_in_float32(name):
+    """The step suits the dtype: a float64-sized step (1e-6) is below
+    float32 resolution and failed every cell."""
+    cell = instantiate(library_cells()[name], hidden=4, input=3, dtype=np.float32)
+    errors = gradcheck(cell, random_problem(cell, steps=5, batch=3, seed=7))
+    assert max(errors.values()) < tolerance(np.float32), errors
+
+
+def test_step_and_tolerance_per_dtype():
+    assert step(np.float64) == pytest.approx(6.06e-6, rel=1e-2)
+    assert step(np.float32) == pytest.approx(4.92e-3, rel=1e-2)
+    assert tolerance(np.float64) == TOLERANCE == 1e-6 and tolerance(np.float32) == 1e-2
+
+
+NAN_CELL = "cell Broken {\n    input x\n    state h : H\n    h<t> = log(-exp(W[h, x]))\n}\n"
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_gradcheck_fails_when_gradient_and_differences_are_nan():
+    """NaN in both the derived gradient and the differences is no match."""
+    cell = instantiate(loads(NAN_CELL, "nan.seq").cell(), hidden=2, input=2)
+    pb = random_problem(cell, steps=3, batch=2)
+    r = cell.forward(pb.params, pb.x, pb.lengths, pb.state0)
+    assert np.isnan(cell.backward(pb.params, r, pb.w_out, pb.w_final).params["W"]).all()
+    errors = gradcheck(cell, pb)
+    assert errors == {"W": np.inf, "x": np.inf, "h<0>": np.inf}
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_gradcheck_fails_on_a_non_finite_derived_gradient(monkeypatch, bad):
+    cell = instantiate(library_cells()["RNN"], hidden=2, input=2)
+    pb = random_problem(cell, steps=3, batch=2)
+    backward = cell.backward
+
+    def spoiled(*args, **kwargs):
+        g = backward(*args, **kwargs)
+        g.params["Waa"][0, 0] = bad
+        return g
+    monkeypatch.setattr(cell, "backward", spoiled)
+    errors = gradcheck(cell, pb)
+    assert errors["Waa"] == np.inf and errors["Wax"] < TOLERANCE
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_gradcheck_fails_on_a_non_finite_loss():
+    """A loss that is not finite fails every entry."""
+    cell = instantiate(library_cells()["RNN"], hidden=2, input=2)
+    pb = random_problem(cell, steps=3, batch=2)
+    pb.w_out[0, 0, 0] = np.inf
+    errors = gradcheck(cell, pb)
+    assert set(errors.values()) == {np.inf}

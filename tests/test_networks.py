@@ -24,6 +24,23 @@ def test_outputs_may_share_a_parameter_and_mixed_kinds_are_named():
     assert nt.kind == "many-to-many and many-to-one"
 
 
+def test_head_class_count_gets_a_symbol_no_input_has():
+    """`input y` has size Y, so `ŷ`'s number of classes is Y2, not Y: the
+    two sizes are independent."""
+    spec = loads("network N {\n    input x\n    input y : tokens\n    e = LSTM(H=8)(x)\n"
+                 "    d = LSTM(H=8, init=e<T>)(y)\n    output ŷ<t> = softmax(Wy d<t> + by)\n}\n")
+    nt = spec.networks["N"]
+    assert [str(s) for _, _, s in nt.inputs] == ["X", "Y"]
+    assert "×".join(map(str, nt.params["Wy"])) == "Y2×8" and str(nt.heads[0].size) == "Y2"
+
+
+def test_two_heads_from_one_letter_get_separate_class_counts():
+    nt = net("    h = GRU(H=4)(x)\n    output ŷ<t> = softmax(Wy h<t>)\n"
+             "    output y_last = softmax(Vy h<T>)").networks["N"]
+    assert [str(h.size) for h in nt.heads] == ["Y", "Y2"]
+    assert "×".join(map(str, nt.params["Vy"])) == "Y2×4"
+
+
 def test_unused_sequence_warning_points_at_it():
     spec = net("    h = GRU(H=4)(x)\n    g = GRU(H=4)(x)\n    output ŷ<t> = softmax(Wy h<t>)")
     [w] = spec.warnings
@@ -47,6 +64,9 @@ def test_unused_sequence_warning_points_at_it():
     ("    e = GRU(H=4)(x)\n    d = LSTM(H=4, init=e<T>)(x)\n    output ŷ<t> = W d<t>", "",
      "does not fit the states of LSTM"),
     ("    h = GRU(H=4)(x)", "", "has no output"),
+    ("    h = GRU(H=4)(x)\n    output ŷ<t-1> = W h<t>", "",
+     "output `ŷ<t-1>`: an output is `ŷ<t>` (every step) or `ŷ` (each example's last step)"),
+    ("    h = GRU(H=4)(x)\n    output ŷ<T> = W h<T>", "", "an output is `ŷ<t>` (every step)"),
 ])
 def test_network_errors(body, prefix, message):
     with pytest.raises(SeqError) as e:

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from seqdsl.errors import SeqError
 from seqdsl.spec import instantiate, library_cells, loads
 
 
@@ -101,9 +102,9 @@ def test_initialisation_follows_the_spec():
 
 def test_bad_runtime_arguments_are_explained():
     cell = lstm()
-    with pytest.raises(ValueError, match=r"shape \(T, B, 3\)"):
+    with pytest.raises(SeqError, match=r"x: expected shape \(2, 3, 3\) \(T, B, size\)"):
         cell.forward(cell.init_params(), np.ones((2, 3, 5)))
-    with pytest.raises(ValueError, match="lengths must be 3 integers in 0..2"):
+    with pytest.raises(SeqError, match="lengths: expected 3 integers in 0..2"):
         cell.forward(cell.init_params(), np.ones((2, 3, 3)), lengths=[1, 2, 3])
 
 

@@ -10,6 +10,10 @@ is kept as a comment beside the statement that computes it.
 """
 from __future__ import annotations
 
+import builtins
+import itertools
+import keyword
+import math
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -26,26 +30,89 @@ ROWWISE = ("softmax", "layernorm", "softmax_vjp", "layernorm_vjp", "concat", "sl
 LAYERNORM_EPS = 1e-5  # as interp.LAYERNORM_EPS
 
 
+# Every name the generated module uses besides those a Names allocates and the
+# constants K0, K1, ...: module globals, arguments the caller passes
+# positionally, and the loop indices and scratch values of the step code. A
+# name from the spec never becomes one of these.
+GENERATOR_NAMES = frozenset({
+    "np", "DT", "njit", "sigmoid", "tanh", "forward", "backward", "lengths", "out", "dout",
+    "dS", "_T", "_B", "_t", "_b", "_j", "_k", "_i", "_i0", "_c",
+    "_m", "_s", "_z", "_mu", "_var", "_rstd", "_mg", "_mgy", "_y",
+})
+RESERVED = (frozenset(keyword.kwlist) | frozenset(keyword.softkwlist)
+            | frozenset(dir(builtins)) | GENERATOR_NAMES)
+_CONSTANT = re.compile(r"K\d+")
+
+
+def escaped(text: str) -> str:
+    """`text` made safe to stand in generated source, in a comment or between
+    triple quotes: backslashes and double quotes escaped, and every character
+    that is not printable (newlines, U+2028, U+0085, other controls, lone
+    surrogates) written as its escape, as repr() writes it. Printable
+    non-ASCII (`Γu: B×8`) stays as it is, so comments stay readable."""
+    out = []
+    for ch in text:
+        if ch in '\\"':
+            out.append("\\" + ch)
+        elif ch.isprintable():
+            out.append(ch)
+        else:
+            out.append(repr(ch)[1:-1])
+    return "".join(out)
+
+
+def comment(text: str) -> str:
+    """A comment line echoing user text (an IR equation, a name)."""
+    return "# " + escaped(text)
+
+
+def docstring(text: str) -> str:
+    """A triple-quoted string literal holding user text (the module's header)."""
+    return '"""' + escaped(text) + '"""'
+
+
+def float_literal(value: float) -> str:
+    """Python text for a float; repr() writes inf and nan as bare names."""
+    if math.isfinite(value):
+        return repr(value)
+    return "np.nan" if math.isnan(value) else ("np.inf" if value > 0 else "-np.inf")
+
+
 class Names:
-    """Python identifiers from IR names, readable and unique: `Γu` → `G_u`,
-    `c̃` → `c_tilde`, `a<t-1>` → `a_prev`, `a<t>` → `a_t`, `d_c<t>` → `d_c_t`."""
+    """Every identifier of a generated module: readable and unique Python
+    names from IR names (`Γu` → `G_u`, `c̃` → `c_tilde`, `a<t-1>` → `a_prev`,
+    `a<t>` → `a_t`, `d_c<t>` → `d_c_t`), and the names derived from them
+    (`buf_a_t`, the initial state `a0`), all drawn from one pool, so no two
+    ever coincide. Keywords, builtins and the generator's own names
+    (RESERVED, K<n>) are never handed out: `lambda` becomes `lambda_`."""
 
     MARKS = {"\u0303": "_tilde", "\u0302": "_hat", "\u0304": "_bar", "\u0307": "_dot"}
 
     def __init__(self):
-        self.table: dict[str, str] = {}
+        self.table: dict[tuple[str, str, str], str] = {}
         self.used: set[str] = set()
 
     def __call__(self, name: str) -> str:
-        if name not in self.table:
-            base = self._ascii(name)
-            py, n = base, 1
-            while py in self.used:
-                n += 1
-                py = f"{base}_{n}"
-            self.used.add(py)
-            self.table[name] = py
-        return self.table[name]
+        """The identifier of IR value `name`."""
+        return self.role("", name)
+
+    def role(self, prefix: str, name: str, suffix: str = "") -> str:
+        """The identifier of the `prefix`…`suffix` role of IR value `name`
+        (`role("buf_", "a<t>")` → `buf_a_t`); the same each time asked."""
+        key = (prefix, name, suffix)
+        if key not in self.table:
+            base = self(name) if prefix or suffix else self._ascii(name)
+            self.table[key] = self._fresh(prefix + base + suffix)
+        return self.table[key]
+
+    def _fresh(self, base: str) -> str:
+        candidates = itertools.chain([base, base + "_"],
+                                     (f"{base}_{n}" for n in itertools.count(2)))
+        py = next(c for c in candidates if c not in self.used and c not in RESERVED
+                  and not _CONSTANT.fullmatch(c))
+        assert py.isidentifier() and py.isascii(), py
+        self.used.add(py)
+        return py
 
     def _ascii(self, name: str) -> str:
         name = name.replace("<t-1>", "_prev").replace("<t>", "_t")
@@ -60,7 +127,9 @@ class Names:
                 out.append(("G" if word == "GAMMA" and ch.isupper() else word.lower()) + "_")
             else:
                 out.append("_")
-        text = re.sub(r"_+", "_", "".join(out)).strip("_") or "v"
+        # A letter's name may hold other characters (`IDEOGRAPH-4E00`).
+        text = re.sub(r"[^0-9A-Za-z_]", "_", "".join(out))
+        text = re.sub(r"_+", "_", text).strip("_") or "v"
         return text if not text[0].isdigit() else "v" + text
 
 
@@ -203,7 +272,7 @@ class StepCode:
         if a.name in local:
             return self.py(a.name)
         if a.name in self.stage_of and a.name in self.materialise:
-            return f"buf_{self.py(a.name)}[_b, {{j}}]"
+            return f"{self.py.role('buf_', a.name)}[_b, {{j}}]"
         return self.external(a)
 
     def write(self, w: _Writer, active: str) -> None:
@@ -230,15 +299,15 @@ class StepCode:
                 args = self.args_of(e, local)
                 if args is None:
                     args = [self.src(a, local).format(j="_j") for a in e.args]
-                w(f"# {e}")
+                w(comment(str(e)))
                 if e.op == "bsum":
-                    w(f"acc_{self.py(e.out.name)}[_j] += {args[0]}")
+                    w(f"{self.py.role('acc_', e.out.name)}[_j] += {args[0]}")
                     continue
                 name = self.py(e.out.name)
                 w(f"{name} = {self.expr(e, args)}")
                 local.add(e.out.name)
                 if e.out.name in self.materialise:
-                    w(f"buf_{name}[_b, _j] = {name}")
+                    w(f"{self.py.role('buf_', e.out.name)}[_b, _j] = {name}")
                 for target in self.stores.get(e.out.name, ()):
                     w(f"{target.format(j='_j')} = {name}")
 
@@ -251,9 +320,9 @@ class StepCode:
 
     def write_row(self, w: _Writer, e: Eqn) -> None:
         n = e.out.size.value()
-        out = f"buf_{self.py(e.out.name)}"
+        out = self.py.role("buf_", e.out.name)
         a = [self.src(x, set()) for x in e.args]
-        w(f"# {e}")
+        w(comment(str(e)))
         eps = self.const(LAYERNORM_EPS)
         n_k = self.const(float(n if e.op != "concat" else 1))
         if e.op == "softmax":
@@ -325,12 +394,12 @@ def vector_prologue(graph: Graph, py: Names, consts_src, w: _Writer, source) -> 
         if e.out.kind != VECTOR or e.op in ("bsum",):
             continue
         n = e.out.size.value()
-        name = py(e.out.name)
-        w(f"# {e}")
-        w(f"vec_{name} = np.empty({n}, DT)")
+        name = py.role("vec_", e.out.name)
+        w(comment(str(e)))
+        w(f"{name} = np.empty({n}, DT)")
         with w.block(f"for _j in range({n}):"):
             args = [consts_src(a) if isinstance(a, Lit) else source(a).format(j="_j")
                     for a in e.args]
-            w(f"vec_{name}[_j] = " + ("K0" if e.op == "zeros" else SCALAR[e.op].format(*args)))
+            w(f"{name}[_j] = " + ("K0" if e.op == "zeros" else SCALAR[e.op].format(*args)))
         made.append(e.out)
     return made

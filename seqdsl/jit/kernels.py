@@ -17,34 +17,30 @@ import numpy as np
 
 from ..ir import BATCH, MATRIX, VECTOR, Graph, Lit, Var, verify
 from ..optimise import fold_zeros
-from .codegen import Names, Stage, StepCode, _Writer, vector_prologue
+from .codegen import (Names, Stage, StepCode, _Writer, comment, docstring, float_literal,
+                      vector_prologue)
 from .plan import attach_backward, product_groups
 
 # From this batch size on, the backward step's product is made transposed:
 # measured faster with OpenBLAS from B = 8 (and slower for B = 1).
 TRANSPOSED_FROM_BATCH = 8
 CHUNK_BYTES = 8 << 20  # the largest stacked weight a forward step's product takes whole
-RESERVED_PREFIXES = ("buf_", "tape_", "P_", "PT_", "S_", "ST_", "dY_", "dP_", "dPT_", "acc_", "vec_", "gstate_",
-                     "in_", "state_", "dx_", "d_", "K")
-
-
-class _Names(Names):
-    def _ascii(self, name):
-        text = super()._ascii(name)
-        return text + "_" if text.startswith(RESERVED_PREFIXES) or text in (
-            "np", "DT", "njit", "sigmoid", "tanh", "lengths", "out", "dout", "max") else text
-
 
 @dataclass
 class Generated:
     source: str
     tapes: list[str]  # the forward values passed from forward to backward
+    identifiers: frozenset[str] = frozenset()  # every name its Names handed out
 
 
 def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[str],
-             output: str, dtype: str, header: str = "") -> Generated:
-    """Source text of the module for a cell specialised to sizes and dtype."""
-    py = _Names()
+             output: str, dtype: str, sizes: dict[str, int] | None = None) -> Generated:
+    """Source text of the module for a cell specialised to sizes and dtype.
+    Names from the spec reach it only as identifiers a `Names` made, or
+    escaped in comments and the docstring; the spec's path not at all."""
+    if not (dtype.isidentifier() and np.dtype(dtype).kind == "f"):
+        raise ValueError(f"generated kernels are for a floating-point dtype, not {dtype!r}")
+    py = Names()
     groups = product_groups(fwd, set(inputs))
     roles = attach_backward(groups, fwd, bwd)
     # Products hoisted out of the loop, and each member of a stacked product
@@ -67,10 +63,10 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
 
     def common(a: Var):
         if a.kind == VECTOR:
-            return (f"vec_{py(a.name)}[{{j}}]" if a.name not in {p.name for p in params}
-                    else f"{py(a.name)}[{{j}}]")
+            name = py(a.name) if a.name in {p.name for p in params} else py.role("vec_", a.name)
+            return f"{name}[{{j}}]"
         if a.name in inputs:
-            return f"in_{py(a.name)}[_t, _b, {{j}}]"
+            return f"{py.role('in_', a.name)}[_t, _b, {{j}}]"
         return None
 
     # ---- forward ---------------------------------------------------------------------
@@ -79,7 +75,7 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
         if s is not None:
             return s
         if a.name in prev:
-            return f"state_{py(prev[a.name])}[_b, {{j}}]"
+            return f"{py.role('state_', prev[a.name])}[_b, {{j}}]"
         raise KeyError(a.name)
 
     def fslices(e):
@@ -92,13 +88,13 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
             m = next(m for m in g.members
                      if (m.linear, m.weight, m.cols) == (e.out.name, w.name, cols))
             where = "_t, _b" if g.hoisted else "_b"
-            out.append(f"P_{py(p.name)}[{where}, {m.offset} + _j]")
+            out.append(f"{py.role('P_', p.name)}[{where}, {m.offset} + _j]")
         return out
 
     fstores: dict[str, list[str]] = {f"{output}<t>": ["out[_t, _b, {j}]"]}
     for n in taped:
         if n not in prev:
-            fstores.setdefault(n, []).append(f"tape_{py(n)}[_t, _b, {{j}}]")
+            fstores.setdefault(n, []).append(f"{py.role('tape_', n)}[_t, _b, {{j}}]")
     gemm_before = {}
     for e in fwd.eqns:
         if e.op == "linear":
@@ -113,20 +109,20 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
     fcode.args_of = lambda e, local: fslices(e) if e.op == "linear" else None
     gemms = {}
     for g in step_groups:
-        arr = f"state_{py(prev[g.operand])}" if g.operand in prev else f"buf_{py(g.operand)}"
-        op = py(g.operand)
-        gemms[g.operand] = Stage("gemm", lines=[
-            f"# {g.operand} times " + " | ".join(
+        op = g.operand
+        arr = py.role("state_", prev[op]) if op in prev else py.role("buf_", op)
+        gemms[op] = Stage("gemm", lines=[
+            comment(f"{op} times " + " | ".join(
                 f"{m.weight}[:, {m.cols[0]}:{m.cols[1]}]ᵀ" for m in g.members)
-            + ": one product for all its blocks, made transposed (the",
+                + ": one product for all its blocks, made transposed (the"),
             "# orientation OpenBLAS runs fastest), then laid out batch-major",
-            *_product_in_chunks(f"ST_{op}", f"{arr}.T", f"PT_{op}", g.width,
+            *_product_in_chunks(py.role("ST_", op), f"{arr}.T", py.role("PT_", op), g.width,
                                 g.width * g.size * np.dtype(dtype).itemsize),
-            *_transpose(f"PT_{op}", f"P_{op}", g.width)])
+            *_transpose(py.role("PT_", op), py.role("P_", op), g.width)])
     fcode.schedule(gemms)
 
     in_args = [py(n) for n in inputs]
-    s_args = [f"{py(s)}0" for s in states]
+    s_args = [py.role("", s, "0") for s in states]
     p_args = [py(p.name) for p in params]
     w = _Writer()
     w("@njit(cache=True, error_model='numpy')")
@@ -134,32 +130,33 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
         w(f"_T, _B = {in_args[0]}.shape[0], {in_args[0]}.shape[1]")
         for n in inputs:
             size = fwd_vars[n].size.value()
-            w(f"# {n} with its padding zeroed, so no product ever reads it")
-            w(f"in_{py(n)} = {py(n)}")
+            w(comment(f"{n} with its padding zeroed, so no product ever reads it"))
+            w(f"{py.role('in_', n)} = {py(n)}")
             with w.block("if lengths.min() < _T:"):
-                w(f"in_{py(n)} = np.zeros((_T, _B, {size}), DT)")
+                w(f"{py.role('in_', n)} = np.zeros((_T, _B, {size}), DT)")
                 with w.block("for _b in range(_B):"):
                     with w.block("for _t in range(lengths[_b]):"):
                         with w.block(f"for _k in range({size}):"):
-                            w(f"in_{py(n)}[_t, _b, _k] = {py(n)}[_t, _b, _k]")
+                            w(f"{py.role('in_', n)}[_t, _b, _k] = {py(n)}[_t, _b, _k]")
         vector_prologue(fwd, py, const, w, fsrc)
         _stacked_weights(w, groups.values(), py, transposed=True)
         for g in groups.values():
             shape = f"(_B, {g.width})"
             if g.hoisted:
-                w(f"# {g.operand} for all steps at once, times every block applied to it")
-                w(f"P_{py(g.operand)} = np.dot(in_{py(g.operand)}.reshape((_T * _B, {g.size})), "
-                  f"ST_{py(g.operand)}.T).reshape((_T, _B, {g.width}))")
+                w(comment(f"{g.operand} for all steps at once, times every block applied to it"))
+                w(f"{py.role('P_', g.operand)} = np.dot({py.role('in_', g.operand)}"
+                  f".reshape((_T * _B, {g.size})), {py.role('ST_', g.operand)}.T)"
+                  f".reshape((_T, _B, {g.width}))")
             else:
-                w(f"P_{py(g.operand)} = np.empty({shape}, DT)")
-                w(f"PT_{py(g.operand)} = np.empty(({g.width}, _B), DT)")
+                w(f"{py.role('P_', g.operand)} = np.empty({shape}, DT)")
+                w(f"{py.role('PT_', g.operand)} = np.empty(({g.width}, _B), DT)")
         for s, a in zip(states, s_args):
-            w(f"state_{py(s)} = {a}.copy()")
+            w(f"{py.role('state_', s)} = {a}.copy()")
         for v in fcode.buffers():
-            w(f"buf_{py(v.name)} = np.zeros((_B, {v.size.value()}), DT)")
+            w(f"{py.role('buf_', v.name)} = np.zeros((_B, {v.size.value()}), DT)")
         for n in taped:
             # Rows past a length stay zero where a weight gradient's product reads them.
-            _alloc_steps(w, f"tape_{py(n)}", fwd_vars[n].size.value(),
+            _alloc_steps(w, py.role("tape_", n), fwd_vars[n].size.value(),
                          zero_padding=n in operands and n not in prev)
         _alloc_steps(w, "out", fwd_vars[f"{output}<t>"].size.value(), zero_padding=True)
         with w.block("for _t in range(_T):"):
@@ -167,15 +164,17 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
                 if n in prev:
                     with w.block("for _b in range(_B):"):
                         with w.block(f"for _k in range({fwd_vars[n].size.value()}):"):
-                            w(f"tape_{py(n)}[_t, _b, _k] = state_{py(prev[n])}[_b, _k]")
+                            w(f"{py.role('tape_', n)}[_t, _b, _k] = "
+                              f"{py.role('state_', prev[n])}[_b, _k]")
             fcode.write(w, "_t < lengths[_b]")
             with w.block("for _b in range(_B):"):
                 with w.block("if _t < lengths[_b]:"):
                     for s in states:
                         with w.block(f"for _k in range({fwd_vars[s + '<t-1>'].size.value()}):"):
-                            w(f"state_{py(s)}[_b, _k] = buf_{py(s + '<t>')}[_b, _k]")
-        rets = ["out"] + [f"state_{py(s)}" for s in states] + [f"in_{py(n)}" for n in inputs] \
-            + [f"tape_{py(n)}" for n in taped]
+                            w(f"{py.role('state_', s)}[_b, _k] = "
+                              f"{py.role('buf_', s + '<t>')}[_b, _k]")
+        rets = (["out"] + [py.role("state_", s) for s in states]
+                + [py.role("in_", n) for n in inputs] + [py.role("tape_", n) for n in taped])
         w(f"return {', '.join(rets)}")
 
     # ---- backward --------------------------------------------------------------------
@@ -188,14 +187,14 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
         if a.name in seeds:
             s = seeds[a.name]
             extra = " + dout[_t, _b, {j}]" if s == output else ""
-            return f"(gstate_{py(s)}[_b, {{j}}]{extra})"
+            return f"({py.role('gstate_', s)}[_b, {{j}}]{extra})"
         if a.name in roles:
             op, first = roles[a.name]
             if groups[op].hoisted or not first:
                 return "K0"  # the group's product holds it (after the loop for inputs)
-            return f"dP_{py(op)}[_b, {{j}}]"
+            return f"{py.role('dP_', op)}[_b, {{j}}]"
         if a.name in fwd_vars:
-            return f"tape_{py(a.name)}[_t, _b, {{j}}]"
+            return f"{py.role('tape_', a.name)}[_t, _b, {{j}}]"
         raise KeyError(a.name)
 
     # Groups whose blocks belong to the same products in the same order (the
@@ -205,10 +204,10 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
         layout = tuple((m.linear, m.offset, m.rows) for m in g.members)
         dy[g.operand] = next((dy[h.operand] for h in groups.values() if h.operand in dy and
                               tuple((m.linear, m.offset, m.rows) for m in h.members) == layout),
-                             f"dY_{py(g.operand)}")
+                             py.role("dY_", g.operand))
     bstores: dict[str, list[str]] = {}
     for g in groups.values():
-        if dy[g.operand] != f"dY_{py(g.operand)}":
+        if dy[g.operand] != py.role("dY_", g.operand):
             continue  # shares another group's dY
         for m in g.members:
             if m.grad:
@@ -218,7 +217,7 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
     zero = {e.out.name for e in bwd.eqns if e.op == "zeros" and e.out.kind == BATCH}
     for n in inputs:  # dx starts at zero: a gradient that is zero in the step needs no store
         if outs[n].name not in zero:
-            bstores.setdefault(outs[n].name, []).append(f"dx_{py(n)}[_t, _b, {{j}}]")
+            bstores.setdefault(outs[n].name, []).append(f"{py.role('dx_', n)}[_t, _b, {{j}}]")
     bgemm_before = {}
     for e in bwd.eqns:
         ops = tuple(dict.fromkeys(roles[a.name][0] for a in e.args
@@ -232,16 +231,18 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
     bcode = StepCode(bwd, py, consts, bsrc, keep={outs[f"{s}<t-1>"].name for s in states},
                      stores=bstores, gemm_before=bgemm_before, skip=bskip, materialise=set())
     bcode.args_of = lambda e, local: None
-    bgemms = {g.operand: Stage("gemm", lines=[
-        f"# d {g.operand} from every block applied to it: one product; for a",
-        "# batch of some size, made transposed (faster in OpenBLAS) and laid out back",
-        f"if _B >= {TRANSPOSED_FROM_BATCH}:",
-        f"    np.dot(S_{py(g.operand)}, {dy[g.operand]}[_t].T, dPT_{py(g.operand)})",
-        *("    " + line for line in _transpose(f"dPT_{py(g.operand)}", f"dP_{py(g.operand)}",
-                                             g.size)),
-        "else:",
-        f"    np.dot({dy[g.operand]}[_t], ST_{py(g.operand)}, dP_{py(g.operand)})"])
-        for g in step_groups}
+
+    def bgemm(g) -> Stage:
+        op, dp, dpt = g.operand, py.role("dP_", g.operand), py.role("dPT_", g.operand)
+        return Stage("gemm", lines=[
+            comment(f"d {op} from every block applied to it: one product; for a"),
+            "# batch of some size, made transposed (faster in OpenBLAS) and laid out back",
+            f"if _B >= {TRANSPOSED_FROM_BATCH}:",
+            f"    np.dot({py.role('S_', op)}, {dy[op]}[_t].T, {dpt})",
+            *("    " + line for line in _transpose(dpt, dp, g.size)),
+            "else:",
+            f"    np.dot({dy[op]}[_t], {py.role('ST_', op)}, {dp})"])
+    bgemms = {g.operand: bgemm(g) for g in step_groups}
     ends = tuple(roles[outs[f"{s}<t-1>"].name][0] for s in states
                  if outs[f"{s}<t-1>"].name in roles)
     # A product over dY_p needs every member's gradient stored; a gradient that
@@ -254,8 +255,8 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
     w()
     w()
     w("@njit(cache=True, error_model='numpy')")
-    d_args = ["dout"] + [f"d{py(s)}" for s in states]
-    tape_args = [f"in_{py(n)}" for n in inputs] + [f"tape_{py(n)}" for n in taped]
+    d_args = ["dout"] + [py.role("d", s) for s in states]
+    tape_args = [py.role("in_", n) for n in inputs] + [py.role("tape_", n) for n in taped]
     with w.block(f"def backward({', '.join(d_args + ['lengths'] + tape_args + p_args)}):"):
         w("_T, _B = dout.shape[0], dout.shape[1]")
         vector_prologue(fwd, py, const, w, fsrc)
@@ -265,49 +266,49 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
             with w.block(f"if _B >= {TRANSPOSED_FROM_BATCH}:"):
                 _stacked_weights(w, step_groups, py, transposed=False)
                 for g in step_groups:
-                    w(f"ST_{py(g.operand)} = np.empty((0, 0), DT)")
+                    w(f"{py.role('ST_', g.operand)} = np.empty((0, 0), DT)")
             with w.block("else:"):
                 _stacked_weights(w, step_groups, py, transposed=True)
                 for g in step_groups:
-                    w(f"S_{py(g.operand)} = np.empty((0, 0), DT)")
+                    w(f"{py.role('S_', g.operand)} = np.empty((0, 0), DT)")
         for s in states:
-            w(f"gstate_{py(s)} = d{py(s)}.copy()")
+            w(f"{py.role('gstate_', s)} = {py.role('d', s)}.copy()")
         # An input whose gradient is all in its hoisted product gets it from that product.
         by_product = {n for n in inputs if outs[n].name in zero and n in groups}
         for n in inputs:
             if n not in by_product:
-                w(f"dx_{py(n)} = np.zeros((_T, _B, {fwd_vars[n].size.value()}), DT)")
+                w(f"{py.role('dx_', n)} = np.zeros((_T, _B, {fwd_vars[n].size.value()}), DT)")
         made = {e.out.name for e in bwd.eqns}
         for g in groups.values():
-            if dy[g.operand] == f"dY_{py(g.operand)}":
+            if dy[g.operand] == py.role("dY_", g.operand):
                 # Written at every active row when each block's gradient is made in the step.
                 full = all(m.grad in made and m.grad not in zero for m in g.members)
-                _alloc_steps(w, f"dY_{py(g.operand)}", g.width, zero_padding=True,
+                _alloc_steps(w, py.role("dY_", g.operand), g.width, zero_padding=True,
                              zero_all=not full)
             if not g.hoisted:
-                w(f"dP_{py(g.operand)} = np.empty((_B, {g.size}), DT)")
-                w(f"dPT_{py(g.operand)} = np.empty(({g.size}, _B), DT)")
+                w(f"{py.role('dP_', g.operand)} = np.empty((_B, {g.size}), DT)")
+                w(f"{py.role('dPT_', g.operand)} = np.empty(({g.size}, _B), DT)")
         for e in bsums:
-            w(f"acc_{py(e.out.name)} = np.zeros({e.out.size.value()}, DT)")
+            w(f"{py.role('acc_', e.out.name)} = np.zeros({e.out.size.value()}, DT)")
         for v in bcode.buffers():
-            w(f"buf_{py(v.name)} = np.zeros((_B, {v.size.value()}), DT)")
+            w(f"{py.role('buf_', v.name)} = np.zeros((_B, {v.size.value()}), DT)")
         with w.block("for _t in range(_T - 1, -1, -1):"):
             bcode.write(w, "_t < lengths[_b]")
             with w.block("for _b in range(_B):"):
                 with w.block("if _t < lengths[_b]:"):
                     for s in states:
                         res = outs[f"{s}<t-1>"]
-                        value = (f"buf_{py(res.name)}[_b, _k]" if res.name in bcode.materialise
-                                 else bsrc(res).format(j="_k"))
+                        value = (f"{py.role('buf_', res.name)}[_b, _k]"
+                                 if res.name in bcode.materialise else bsrc(res).format(j="_k"))
                         with w.block(f"for _k in range({res.size.value()}):"):
-                            w(f"gstate_{py(s)}[_b, _k] = {value}")
+                            w(f"{py.role('gstate_', s)}[_b, _k] = {value}")
         w("# after the loop: products over all steps at once")
         for g in groups.values():
             if g.hoisted:
                 n = g.operand
-                w(f"dx_{py(n)} {'=' if n in by_product else '+='} np.dot("
+                w(f"{py.role('dx_', n)} {'=' if n in by_product else '+='} np.dot("
                   f"{dy[n]}.reshape((_T * _B, {g.width})), "
-                  f"ST_{py(n)}).reshape((_T, _B, {g.size}))")
+                  f"{py.role('ST_', n)}).reshape((_T, _B, {g.size}))")
         # Each block of a weight is written once, unless the weight is shared.
         blocks: dict[str, list[tuple[int, int]]] = {}
         for g in groups.values():
@@ -318,35 +319,38 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
         for p in params:
             if p.kind == MATRIX:
                 alloc = "empty" if p.name in assign else "zeros"
-                w(f"d_{py(p.name)} = np.{alloc}(({p.shape[0].value()}, "
+                w(f"{py.role('d_', p.name)} = np.{alloc}(({p.shape[0].value()}, "
                   f"{p.shape[1].value()}), DT)")
         for g in groups.values():
-            src = (f"in_{py(g.operand)}" if g.hoisted else f"tape_{py(g.operand)}")
+            src = (py.role("in_", g.operand) if g.hoisted else py.role("tape_", g.operand))
             w(f"dS = np.dot({dy[g.operand]}.reshape((_T * _B, {g.width})).T, "
               f"{src}.reshape((_T * _B, {g.size})))")
             for m in g.members:
                 op = "=" if m.weight in assign else "+="
                 with w.block(f"for _i in range({m.rows}):"):
                     with w.block(f"for _k in range({m.cols[1] - m.cols[0]}):"):
-                        w(f"d_{py(m.weight)}[_i, {m.cols[0]} + _k] {op} "
+                        w(f"{py.role('d_', m.weight)}[_i, {m.cols[0]} + _k] {op} "
                           f"dS[{m.offset} + _i, _k]")
         for e in bsums:
-            w(f"vec_{py(e.out.name)} = acc_{py(e.out.name)}")
+            w(f"{py.role('vec_', e.out.name)} = {py.role('acc_', e.out.name)}")
         vector_prologue(bwd, py, const, w, bsrc)
         grads = []
         for p in params:
             if p.kind == MATRIX:
-                grads.append(f"d_{py(p.name)}")
+                grads.append(py.role("d_", p.name))
             else:
-                grads.append(f"vec_{py(outs[p.name].name)}")
-        rets = [f"dx_{py(n)}" for n in inputs] + [f"gstate_{py(s)}" for s in states] + grads
+                grads.append(py.role("vec_", outs[p.name].name))
+        rets = ([py.role("dx_", n) for n in inputs] + [py.role("gstate_", s) for s in states]
+                + grads)
         w(f"return {', '.join(rets)}")
 
-    head = [f'"""{header or cell}"""', "import numpy as np", "from numba import njit", "",
+    sizes_text = ", ".join(f"{k}={v}" for k, v in (sizes or {}).items())
+    head = [docstring(f"cell {cell} ({sizes_text}, {dtype}), generated by seqdsl"),
+            "import numpy as np", "from numba import njit", "",
             "from seqdsl.jit.activations import sigmoid, tanh", "",
             f"DT = np.{dtype}"]
-    head += [f"{name} = DT({value!r})" for value, name in consts.items()]
-    return Generated("\n".join(head + ["", ""] + w.lines) + "\n", taped)
+    head += [f"{name} = DT({float_literal(value)})" for value, name in consts.items()]
+    return Generated("\n".join(head + ["", ""] + w.lines) + "\n", taped, frozenset(py.used))
 
 
 def _alloc_steps(w: _Writer, name: str, size: int, zero_padding: bool,
@@ -400,7 +404,7 @@ def _stacked_weights(w: _Writer, groups, py, transposed: bool) -> None:
     Explicit loops: Numba compiles a slice assignment as a general copy
     routine per array type, which costs seconds of compile time."""
     for g in groups:
-        name = f"{'ST' if transposed else 'S'}_{py(g.operand)}"
+        name = py.role("ST_" if transposed else "S_", g.operand)
         shape = f"({g.width}, {g.size})" if transposed else f"({g.size}, {g.width})"
         w(f"{name} = np.empty({shape}, DT)")
         for m in g.members:
