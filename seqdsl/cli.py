@@ -33,8 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.traceback:
             raise
         if getattr(e, "missing_sizes", None):  # the API's own hint speaks of instantiate()
-            e.hint = "pass --hidden N and --input N (or " + " ".join(
-                f"--size {s}=N" for s in e.missing_sizes) + ")"
+            e.hint = "pass " + " ".join(f"--size {s}=N" for s in e.missing_sizes)
         print(e.render(), file=sys.stderr)
         return 1
     except BrokenPipeError:
@@ -335,7 +334,7 @@ def _gradcheck(args) -> int:
     print("\n".join(_table([("gradient of", "worst rel. error", "")] + rows)))
     bad = [r[0] for r in rows if r[2] == "FAIL"]
     if bad:
-        print(f"FAILED: {len(bad)} of {len(rows)} gradients above {tol:g}: {', '.join(bad)}")
+        print(f"FAILED: {len(bad)} of {len(rows)} gradients not within {tol:g}: {', '.join(bad)}")
         return 1
     print(f"ok: all {len(rows)} gradients within {tol:g}")
     return 0

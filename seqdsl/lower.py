@@ -135,7 +135,10 @@ def lower_cell(scope: CellScope) -> CellType:
                                use.loc, source=scope.source,
                                hint="use the result where its size is known, e.g. in a state")
             if not s.is_positive():
-                raise SeqError(f"`{name}` would have {s} {axis}", use.loc, source=scope.source)
+                every = " and ".join(sorted(s.symbols))
+                raise SeqError(f"`{name}` would have {s} {axis}"
+                               + (f", which is not positive for every {every}" if every else ""),
+                               use.loc, source=scope.source)
 
     def fix(s: Size) -> Size:
         s = unify.resolve(s)

@@ -249,7 +249,8 @@ class _NetworkChecker:
             raise self.err("`init=` takes another layer's final state: `init=e<T>`", e.loc)
         src = self.layers.get(e.name)
         if src is None:
-            raise self.err(f"`{e.name}` is not a layer of this network", e.loc, hint=self._known())
+            raise self.err(f"`{e.name}` is not a layer of this network", e.loc,
+                           hint="layers so far: " + (", ".join(self.layers) or "none"))
         if src.kind != "cell":
             raise self.err(f"`init=` needs a single cell's final state; `{e.name}` is a "
                            f"{src.kind} layer", e.loc)
@@ -325,8 +326,8 @@ class _NetworkChecker:
                     total = total + size_of(p)
                 rows, cols = self._head_param(S.Var(e.weight, None, e.weight_loc), own, unify,
                                               "matrix")
-                unify.equate(cols, total, e.loc, lambda a, b: f"`{e.weight}` has {a} columns "
-                             f"but is applied to {b} entries")
+                unify.equate(cols, total, e.loc, lambda a, b: f"weight `{e.weight}` has {a} columns, "
+                             f"but is applied here to a vector of size {b}")
                 return rows
             if isinstance(e, S.Concat):
                 total = Size()

@@ -42,18 +42,23 @@ class _Brackets:
     def __init__(self):
         self.open: list[Token] = []
         self.last: list[Token] = []  # the last two tokens passed on
+        self.stray: Token | None = None  # a closing bracket with none open
         self.file = "<string>"
         self.source = ""
 
     def process(self, stream):
         self.open = []
         self.last = []
+        self.stray = None
         for tok in stream:
             _check_token(tok, self.file, self.source)
             if tok.type in ("LPAR", "LSQB"):
                 self.open.append(tok)
-            elif tok.type in ("RPAR", "RSQB") and self.open:
-                self.open.pop()
+            elif tok.type in ("RPAR", "RSQB"):
+                if self.open:
+                    self.open.pop()
+                elif self.stray is None:
+                    self.stray = tok
             elif tok.type == "_NL" and self.open:
                 continue
             self.last = [*self.last[-1:], tok]
@@ -233,7 +238,7 @@ def _syntax_error(e: UnexpectedInput, post: _Brackets, file: str, source: str) -
     hint = None
     if str(tok) in _KEYWORDS:
         hint = f"`{tok}` starts a statement of its own; put it on a new line"
-    elif tok.type == "RPAR":
+    elif tok.type == "RPAR" and post.stray is not None and post.stray.start_pos == tok.start_pos:
         hint = "there is a `)` with no `(` to close"
     return SeqError(f"unexpected {_describe(tok)}" + _expected(e.accepts or e.expected),
                     Loc(file, line, col, line, end), hint=hint, source=source)

@@ -69,7 +69,7 @@ def bind_sizes(ct: CellType, hidden: int | None = None, input: int | None = None
     the input size are checked here, naming the sizes in conflict."""
     bound = dict(sizes or {})
     for name, value in (("hidden", hidden), ("input", input)):
-        if value is not None and not _whole(value):
+        if value is not None and (not _whole(value) or value < 1):
             raise SeqError(f"{name}: expected a positive integer, given {value!r}")
     state_syms = [s for _, sz in ct.states for s in sz.symbols]
     in_syms = [s for _, sz in ct.inputs for s in sz.symbols]

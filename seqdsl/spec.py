@@ -29,8 +29,11 @@ class Spec:
         """The cell called `name`; without a name, the file's only cell."""
         if name is None:
             if len(self.cells) != 1:
+                first = next(iter(self.cells), None)
                 raise SeqError(f"{self.file} defines {len(self.cells)} cells"
-                               + (f" ({', '.join(self.cells)}): name one" if self.cells else ""))
+                               + (f" ({', '.join(self.cells)}): name one" if first else ""),
+                               hint=first and f"--cell {first} on the command line, "
+                                              f"spec.cell({first!r}) in Python")
             return next(iter(self.cells.values()))
         if name not in self.cells:
             raise SeqError(f"{self.file} has no cell `{name}`",

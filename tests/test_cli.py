@@ -62,7 +62,7 @@ def test_gradcheck_passes_and_can_fail(run_cli):
     assert out.splitlines()[0].startswith("gradcheck GRU (H=5, X=2; T=5, B=3, lengths")
     assert out.splitlines()[-1] == "ok: all 8 gradients within 1e-06"
     code, out, _ = run_cli("gradcheck", "specs/gru.seq", "--tolerance", "0")
-    assert code == 1 and out.splitlines()[-1].startswith("FAILED: 8 of 8 gradients above 0")
+    assert code == 1 and out.splitlines()[-1].startswith("FAILED: 8 of 8 gradients not within 0")
 
 
 def test_gradcheck_size_arguments(tmp_path, run_cli):
@@ -133,7 +133,7 @@ def test_gradcheck_fails_on_nan_gradients(tmp_path, run_cli):
     code, out, _ = run_cli("gradcheck", f)
     assert code == 1
     assert [line.split()[1:] for line in out.splitlines()[2:5]] == [["not", "finite", "FAIL"]] * 3
-    assert out.splitlines()[-1] == "FAILED: 3 of 3 gradients above 1e-06: W, x, h<0>"
+    assert out.splitlines()[-1] == "FAILED: 3 of 3 gradients not within 1e-06: W, x, h<0>"
 
 
 def test_gradcheck_in_float32_uses_its_own_step_and_tolerance(run_cli):

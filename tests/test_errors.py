@@ -117,3 +117,11 @@ def test_real_process_exit_status_and_no_traceback(tmp_path):
     p = subprocess.run([sys.executable, "-m", "seqdsl", "--traceback", "check", str(f)],
                        capture_output=True, text=True)
     assert "Traceback" in p.stderr
+
+
+def test_a_matched_paren_after_a_missing_operand_is_not_called_stray(tmp_path, run_cli):
+    f = tmp_path / "operand.seq"
+    f.write_text(CELL.format(body="    h<t> = tanh(W x + U h +)"), encoding="utf-8")
+    code, out, err = run_cli("check", f)
+    assert code == 1 and err.startswith(f"{f}:4:28: error: unexpected `)`; expected one of `(`")
+    assert "no `(` to close" not in err

@@ -16,7 +16,6 @@ import functools
 import hashlib
 import subprocess
 import sys
-import tempfile
 import time
 import types
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from numba.core import config
 
 from ..errors import SeqError
 from . import cache
-from .cache import cache_root, locked, warn
+from .cache import cache_root, locked, temporary_root, warn
 
 PACKAGE = Path(__file__).resolve().parent.parent  # seqdsl/
 
@@ -86,10 +85,9 @@ def load_module(source: str, key: str, signatures: dict[str, str]) -> Loaded:
     except OSError as e:
         warn(f"the cache at {root} failed ({e}); compiling in a temporary folder instead")
     try:
-        return _load_entry(Path(tempfile.mkdtemp(prefix="seqdsl-cache-")), source, key,
-                           signatures)
+        return _load_entry(temporary_root(), source, key, signatures)
     except OSError as e:
-        raise SeqError(f"cannot write the compiled code anywhere ({e})",
+        raise SeqError(f"no writable directory for compiled code ({e})",
                        hint="set SEQDSL_CACHE_DIR to a writable directory") from None
 
 
