@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ir import Eqn, Graph, Lit, Size
-from .ops import OPS
+from ..ir.graph import Eqn, Graph, Lit, Size
+from ..ir.ops import OPS
 
 LAYERNORM_EPS = 1e-5
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .ir import Eqn, Graph, Lit, Var
+from .graph import Eqn, Graph, Lit, Var
 
 ZERO = Lit(0.0)
 

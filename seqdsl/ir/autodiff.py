@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .ir import BATCH, MATRIX, VECTOR, Eqn, Graph, Lit, Size, Var, dce, verify
+from .graph import BATCH, MATRIX, VECTOR, Eqn, Graph, Lit, Size, Var, dce, verify
 from .ops import BACKWARD_ONLY, OPS
 
 

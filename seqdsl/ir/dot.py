@@ -1,7 +1,7 @@
 """The graph IR as Graphviz DOT source: values are nodes, arguments edges."""
 from __future__ import annotations
 
-from .ir import Eqn, Graph, Lit
+from .graph import Eqn, Graph, Lit
 
 
 def _quote(text: str) -> str:

@@ -24,11 +24,11 @@ from pathlib import Path
 import numba
 from numba.core import config
 
-from ..errors import SeqError
+from ...errors import SeqError
 from . import cache
 from .cache import cache_root, locked, temporary_root, warn
 
-PACKAGE = Path(__file__).resolve().parent.parent  # seqdsl/
+PACKAGE = Path(__file__).resolve().parents[2]  # seqdsl/
 
 
 @functools.lru_cache(maxsize=None)
@@ -58,7 +58,7 @@ def environment() -> tuple[str, ...]:
 def cache_key(*parts: str) -> str:
     """The entry for the generated module the parts describe (its source among
     them), in this environment."""
-    from .. import __version__
+    from ... import __version__
     h = hashlib.sha256()
     for p in (*parts, __version__, *environment()):
         h.update(p.encode("utf-8", "surrogatepass"))
@@ -141,7 +141,7 @@ def _compile_all(key: str, path: Path, signatures: dict[str, str], fresh: bool) 
             and not list(numba_dir.glob(f"{path.stem}.{fn}-*.nbi"))]
     # Run from the folder holding this seqdsl: `-m` imports from the working
     # directory first, where another seqdsl may be.
-    children = [subprocess.Popen([sys.executable, "-m", "seqdsl.jit.compile", key, str(path),
+    children = [subprocess.Popen([sys.executable, "-m", "seqdsl.runtime.numba.compile", key, str(path),
                                   fn, signatures[fn]], cwd=PACKAGE.parent,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 for fn in cold[1:]]

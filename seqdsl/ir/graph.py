@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
-from .errors import Loc
+from ..errors import Loc
 
 
 # ---- sizes: linear forms over size symbols (H, X, ...) ------------------------

@@ -12,11 +12,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from . import syntax as S
-from .check import CellScope
-from .rules import FUNCTIONS, constant_value
-from .errors import Loc, SeqError, SeqWarning
-from .ir import BATCH, MATRIX, VECTOR, Eqn, Graph, Lit, Size, Var, dce, total_size, verify
+from ..lang import syntax as S
+from ..lang.check import CellScope
+from ..lang.rules import FUNCTIONS, constant_value
+from ..errors import Loc, SeqError, SeqWarning
+from .graph import BATCH, MATRIX, VECTOR, Eqn, Graph, Lit, Size, Var, dce, total_size, verify
 
 
 @dataclass

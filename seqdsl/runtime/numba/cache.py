@@ -27,7 +27,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import SeqError
+from ...errors import SeqError
 
 try:
     import fcntl
@@ -50,7 +50,7 @@ class CacheWarning(UserWarning):
 def warn(message: str) -> None:
     """Warn, pointing at the first caller outside seqdsl: the user's code
     that asked for the compile."""
-    package = str(Path(__file__).resolve().parent.parent)
+    package = str(Path(__file__).resolve().parents[2])
     level, frame = 1, sys._getframe(0)
     while frame is not None and frame.f_code.co_filename.startswith(package):
         level, frame = level + 1, frame.f_back

@@ -11,8 +11,8 @@ import sys
 
 import numpy as np
 
-from ..lower import CellType
-from ..reference import Cell, Grads, Result, Trace
+from ...ir.lower import CellType
+from ..numpy import Cell, Grads, Result, Trace
 from .compile import Loaded, cache_key, load_module
 from .kernels import generate
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import dataclass, field
 
-from .errors import Loc
+from ..errors import Loc
 
 # ---- limits ------------------------------------------------------------------
 # No real spec comes near these; they keep every stage of the front end fast

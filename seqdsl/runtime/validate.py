@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .errors import SeqError
+from ..errors import SeqError
 
 NUMBERS = "fiu"  # the dtype kinds converted to the cell's dtype; any other is refused
 # Runs that would allocate less than this are not checked against free memory:

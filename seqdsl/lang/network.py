@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from . import syntax as S
 from .rules import (FUNCTIONS, check_call, check_divisor, check_free_name, check_time,
                     looks_like_typo)
-from .errors import Loc, SeqError, SeqWarning, source_text
-from .ir import Size
-from .lower import CellType, Unifier, input_symbol
+from ..errors import Loc, SeqError, SeqWarning, source_text
+from ..ir.graph import Size
+from ..ir.lower import CellType, Unifier, input_symbol
 
 COMBINATORS = ("stack", "bidirectional")
 

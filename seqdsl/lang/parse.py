@@ -12,7 +12,7 @@ from lark.visitors import Transformer_NonRecursive
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from . import syntax as S
-from .errors import Loc, SeqError, source_lines
+from ..errors import Loc, SeqError, source_lines
 
 _OPEN = {"LPAR": "(", "LSQB": "[", "LBRACE": "{"}
 _CLOSE = {"RPAR": "LPAR", "RSQB": "LSQB", "RBRACE": "LBRACE"}
@@ -68,7 +68,7 @@ class _Brackets:
 @lru_cache(maxsize=1)
 def _parser() -> tuple[Lark, _Brackets]:
     post = _Brackets()
-    grammar = resources.files("seqdsl.grammars").joinpath("seq.lark").read_text("utf-8")
+    grammar = resources.files("seqdsl.lang").joinpath("seq.lark").read_text("utf-8")
     lark = Lark(grammar, parser="lalr", propagate_positions=True, postlex=post,
                 maybe_placeholders=False)
     return lark, post

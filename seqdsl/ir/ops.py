@@ -1,11 +1,11 @@
 """The closed set of IR ops and the type of each op's result.
 
-Every other table keyed by op (NumPy evaluation in interp.py, gradient rules
-in autodiff.py, DOT labels) must cover the same set; a test checks that.
+Every other table keyed by op (NumPy evaluation in runtime/interp.py, gradient
+rules in autodiff.py, DOT labels) must cover the same set; a test checks that.
 """
 from __future__ import annotations
 
-from .ir import BATCH, MATRIX, VECTOR, Eqn, Size, Var, total_size
+from .graph import BATCH, MATRIX, VECTOR, Eqn, Size, Var, total_size
 
 # Elementwise ops over vectors of one size; a parameter vector broadcasts
 # over the batch and a literal over everything.

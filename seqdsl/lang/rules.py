@@ -7,7 +7,7 @@ import math
 from functools import lru_cache
 
 from . import syntax as S
-from .errors import Loc, SeqError, source_text
+from ..errors import Loc, SeqError, source_text
 
 FUNCTIONS = {"sigmoid": "sigmoid", "σ": "sigmoid", "tanh": "tanh", "relu": "relu", "exp": "exp",
              "log": "log", "softmax": "softmax", "layernorm": "layernorm"}

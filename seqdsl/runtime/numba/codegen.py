@@ -18,7 +18,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
-from ..ir import BATCH, VECTOR, Eqn, Graph, Lit, Var
+from ...ir.graph import BATCH, VECTOR, Eqn, Graph, Lit, Var
 
 SCALAR = {
     "add": "{0} + {1}", "sub": "{0} - {1}", "mul": "({0}) * ({1})", "div": "({0}) / ({1})",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import syntax as S
-from .errors import Loc, SeqError, SeqWarning
+from ..errors import Loc, SeqError, SeqWarning
 from .rules import (Spellings, check_call, check_divisor, check_free_name, check_time,
                     looks_like_typo)
 

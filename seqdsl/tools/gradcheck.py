@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .reference import Cell
+from ..runtime.numpy import Cell
 
 TOLERANCE = 1e-6  # float64; see tolerance() for other dtypes
 _TOLERANCES = {np.dtype(np.float64): TOLERANCE, np.dtype(np.float32): 1e-2}

@@ -8,8 +8,8 @@ import warnings
 
 import numpy as np
 
-from .errors import SeqError
-from .ir import Size
+from ..errors import SeqError
+from ..ir.graph import Size
 
 EPILOG = "Errors are reported as file:line:col with the source line; --traceback shows Python's."
 TRACEBACK_HELP = "show Python tracebacks on errors"
@@ -197,7 +197,7 @@ def size_binding(text: str) -> tuple[str, int]:
 
 
 def _load(path):
-    from .spec import load
+    from ..spec import load
     spec = load(path)
     for w in spec.warnings:
         print(w.render(), file=sys.stderr)
@@ -205,7 +205,7 @@ def _load(path):
 
 
 def _pick_cell(spec, name):
-    from .spec import library_cells
+    from ..spec import library_cells
     if name is not None and name not in spec.cells and name in library_cells():
         return library_cells()[name]
     if name is None and not spec.cells and spec.networks:
@@ -277,8 +277,8 @@ def _table(rows, indent=2) -> list[str]:
 # ---- graph ------------------------------------------------------------------------
 
 def _graph(args) -> int:
-    from .autodiff import backward
-    from .dot import to_dot
+    from ..ir.autodiff import backward
+    from ..ir.dot import to_dot
     spec = _load(args.file)
     ct = _pick_cell(spec, args.cell)
     graph = backward(ct.graph) if args.backward else ct.graph
@@ -312,9 +312,9 @@ def _input_size(args, ct) -> int | None:
 
 
 def _gradcheck(args) -> int:
-    from .gradcheck import gradcheck, random_problem
-    from .gradcheck import tolerance as tolerance_for
-    from .spec import instantiate
+    from ..tools.gradcheck import gradcheck, random_problem
+    from ..tools.gradcheck import tolerance as tolerance_for
+    from ..spec import instantiate
     spec = _load(args.file)
     ct = _pick_cell(spec, args.cell)
     inp = _input_size(args, ct)
@@ -343,8 +343,8 @@ def _gradcheck(args) -> int:
 # ---- compile --------------------------------------------------------------------------
 
 def _compile(args) -> int:
-    from .jit.plan import product_groups
-    from .spec import instantiate
+    from ..runtime.numba.plan import product_groups
+    from ..spec import instantiate
     spec = _load(args.file)
     ct = _pick_cell(spec, args.cell)
     inp = _input_size(args, ct)
@@ -403,7 +403,7 @@ def _flops(cell) -> tuple[int, int, int, int]:
 
 
 def _cache(args) -> int:
-    from .jit.cache import command
+    from ..runtime.numba.cache import command
     print(command(args.action, args.max_size))
     return 0
 

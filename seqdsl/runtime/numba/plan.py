@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..ir import Graph
+from ...ir.graph import Graph
 
 
 @dataclass

@@ -15,13 +15,13 @@ from numbers import Integral
 import numpy as np
 
 from . import validate
-from .autodiff import backward as derive_backward
-from .autodiff import saved_values
-from .errors import SeqError
+from ..ir.autodiff import backward as derive_backward
+from ..ir.autodiff import saved_values
+from ..errors import SeqError
 from .init import initial_value, temporary_bytes
 from .interp import evaluate, specialise
-from .ir import BATCH, Graph
-from .lower import CellType
+from ..ir.graph import BATCH, Graph
+from ..ir.lower import CellType
 
 
 @dataclass(frozen=True)
