@@ -111,11 +111,11 @@ def test_traceback_is_accepted_before_or_after_the_command(run_cli, where):
 
 
 def test_an_internal_error_is_one_line_without_traceback(run_cli, monkeypatch):
-    from seqdsl import cli
+    from seqdsl.cli import check
 
     def broken(args):
         raise RuntimeError("boom")
-    monkeypatch.setattr(cli, "_check", broken)
+    monkeypatch.setattr(check, "run", broken)
     code, out, err = run_cli("check", "seqdsl/lang/library/rnn.seq")
     assert code == 1 and out == ""
     assert err == ("error: internal error (RuntimeError: boom); rerun with --traceback to see "

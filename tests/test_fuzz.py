@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 
 from cellgen import cells
 from seqdsl.ir.autodiff import backward
-from seqdsl.cli import _check
+from seqdsl.cli.check import run as _check
 from seqdsl.ir.dot import to_dot
 from seqdsl.errors import SeqError
 from seqdsl.spec import load
