@@ -1,6 +1,6 @@
 """Time 10**7 float32 sigmoid/tanh evaluations in an njit loop.
 
-Compares seqdsl.jit.activations (vectorisable polynomial kernels) against the
+Compares seqdsl.runtime.numba.activations (vectorisable polynomial kernels) against the
 straightforward libm-based njit loops (``math.exp`` / ``np.tanh``, which LLVM
 cannot vectorise) and, for reference, NumPy's own whole-array functions.
 
@@ -16,7 +16,7 @@ from numba import njit
 from scipy.special import expit
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir))
-from seqdsl.jit.activations import sigmoid, tanh  # noqa: E402
+from seqdsl.runtime.numba.activations import sigmoid, tanh  # noqa: E402
 
 N = 10**7
 ONE = np.float32(1.0)

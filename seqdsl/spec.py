@@ -8,13 +8,13 @@ from importlib import resources
 
 import numpy as np
 
-from . import syntax as S
-from .check import scope_cell
+from .lang import syntax as S
+from .lang.check import scope_cell
 from .errors import SeqError, SeqWarning
-from .lower import CellType, lower_cell
-from .network import NetworkType, check_network
-from .parse import parse, read_source
-from .reference import Cell, bind_sizes
+from .ir.lower import CellType, lower_cell
+from .lang.network import NetworkType, check_network
+from .lang.parse import parse, read_source
+from .runtime.numpy import Cell, bind_sizes
 
 
 @dataclass
@@ -77,10 +77,10 @@ def load(path: str) -> Spec:
 def library_cells() -> dict[str, CellType]:
     """The cells of the shipped specs, which every network can use."""
     cells = {}
-    for f in sorted(resources.files("seqdsl.specs").iterdir(), key=lambda p: p.name):
+    for f in sorted(resources.files("seqdsl.lang.library").iterdir(), key=lambda p: p.name):
         if f.name.endswith(".seq"):
             source = f.read_text("utf-8")
-            for d in parse(source, f"specs/{f.name}").definitions:
+            for d in parse(source, f"seqdsl/lang/library/{f.name}").definitions:
                 if isinstance(d, S.CellDef):
                     cells[d.name] = lower_cell(scope_cell(d, source))
     return cells
@@ -99,6 +99,6 @@ def instantiate(ct: CellType, hidden: int | None = None, input: int | None = Non
     if backend == "numpy":
         return Cell(ct, bound, dtype)
     if backend == "numba":
-        from .jit.runtime import CompiledCell  # numba is imported only when asked for
+        from .runtime.numba.runtime import CompiledCell  # numba is imported only when asked for
         return CompiledCell(ct, bound, dtype)
     raise SeqError(f"unknown backend `{backend}`; choose one of {', '.join(BACKENDS)}")

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-SPECS = sorted((ROOT / "specs").glob("*.seq"))
+SPECS = sorted((ROOT / "seqdsl" / "lang" / "library").glob("*.seq"))
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
 # CI runs the same examples every time, so a red run can be reproduced.

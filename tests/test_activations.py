@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from numba import njit, types
 from scipy.special import expit
 
-from seqdsl.jit import activations
-from seqdsl.jit.activations import MAX_RELATIVE_ERROR, sigmoid, sigmoid_array, tanh, tanh_array
+from seqdsl.runtime.numba import activations
+from seqdsl.runtime.numba.activations import MAX_RELATIVE_ERROR, sigmoid, sigmoid_array, tanh, tanh_array
 
 DTYPES = [np.float32, np.float64]
 FUNCS = {"sigmoid": (sigmoid_array, expit), "tanh": (tanh_array, np.tanh)}

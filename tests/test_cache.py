@@ -14,19 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from seqdsl.jit import cache
-from seqdsl.jit.cache import CacheWarning, damage, parse_size, seal
+from seqdsl.runtime.numba import cache
+from seqdsl.runtime.numba.cache import CacheWarning, damage, parse_size, seal
 
 ROOT = Path(__file__).resolve().parent.parent
-RNN = str(ROOT / "specs" / "rnn.seq")
-PACKAGE = Path(cache.__file__).resolve().parent.parent
+RNN = str(ROOT / "seqdsl" / "lang" / "library" / "rnn.seq")
+PACKAGE = Path(cache.__file__).resolve().parents[2]
 
 # Runs the smallest cell compiled and by the reference, forward and backward,
 # and says which entry it used, whether it was a cache hit, and the difference.
 SCRIPT = """
 import sys
 import numpy as np
-from seqdsl.gradcheck import random_problem
+from seqdsl.tools.gradcheck import random_problem
 from seqdsl.spec import instantiate, load
 ct = load(sys.argv[1]).cell(None)
 ref = instantiate(ct, 3, 2, dtype=np.float64)
@@ -149,7 +149,7 @@ def test_a_change_to_seqdsl_code_misses_the_cache(package, pristine, tmp_path):
     folder, first = pristine
     shutil.copytree(folder, tmp_path / "c")
     edited = copy_package(tmp_path / "pkg")
-    activations = edited / "seqdsl" / "jit" / "activations.py"
+    activations = edited / "seqdsl" / "runtime" / "numba" / "activations.py"
     activations.write_text(activations.read_text("utf-8") + "# edited\n", "utf-8")
     r = run_cell(edited, tmp_path / "c")
     assert r["hit"] == "False" and r["entry"] != first["entry"] and r["sum"] == first["sum"]
@@ -209,11 +209,11 @@ def test_a_non_utf8_manifest_is_damage_not_a_crash(tmp_path):
 
 
 def test_cache_key_follows_seqdsl_code(tmp_path, monkeypatch):
-    from seqdsl.jit import compile as jit_compile
+    from seqdsl.runtime.numba import compile as jit_compile
     fingerprint = jit_compile.code_fingerprint.__wrapped__  # not the one kept for the process
     copy = copy_package(tmp_path) / "seqdsl"
     before = fingerprint(copy)
-    activations = copy / "jit" / "activations.py"
+    activations = copy / "runtime" / "numba" / "activations.py"
     activations.write_text(activations.read_text("utf-8") + "# edited\n", "utf-8")
     assert fingerprint(copy) != before
     key = jit_compile.cache_key("source")

@@ -8,7 +8,7 @@ from seqdsl.errors import SeqError
 
 
 def test_check_lists_inferred_parameters(run_cli):
-    code, out, err = run_cli("check", "specs/lstm.seq")
+    code, out, err = run_cli("check", "seqdsl/lang/library/lstm.seq")
     assert code == 0 and err == ""
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()
             if line.startswith("    ")}
@@ -20,7 +20,7 @@ def test_check_lists_inferred_parameters(run_cli):
 
 
 def test_check_a_network(run_cli):
-    code, out, _ = run_cli("check", "specs/translate.seq")
+    code, out, _ = run_cli("check", "seqdsl/lang/library/translate.seq")
     assert code == 0
     assert "network Translate" in out and "encoder-decoder" in out
     assert "d = LSTM(H=128, init=e<T>)   → 128 per step" in out
@@ -38,30 +38,30 @@ def test_check_warnings_go_to_stderr_with_positions(tmp_path, run_cli):
 
 
 def test_graph_text_and_backward(run_cli):
-    code, out, _ = run_cli("graph", "specs/rnn.seq")
+    code, out, _ = run_cli("graph", "seqdsl/lang/library/rnn.seq")
     assert code == 0 and out.splitlines()[0] == "graph RNN"
     assert "  a<t>: B×H = tanh(t4)" in out.splitlines()
-    code, out, _ = run_cli("graph", "specs/rnn.seq", "--backward")
+    code, out, _ = run_cli("graph", "seqdsl/lang/library/rnn.seq", "--backward")
     assert out.splitlines()[0] == "graph RNN.backward"
     assert "  d_Waa: H×H = outer[of=Waa](d_t4, a<t-1>)" in out.splitlines()
     assert out.splitlines()[-1] == "  outputs d_x, d_a<t-1>, d_Waa, d_Wax, d_ba"
 
 
 def test_graph_dot_and_cell_selection(run_cli):
-    code, out, _ = run_cli("graph", "specs/tagger.seq", "--cell", "LSTM", "--format", "dot")
+    code, out, _ = run_cli("graph", "seqdsl/lang/library/tagger.seq", "--cell", "LSTM", "--format", "dot")
     assert code == 0 and out.startswith('digraph "LSTM" {') and out.rstrip().endswith("}")
-    code, _, err = run_cli("graph", "specs/tagger.seq")
+    code, _, err = run_cli("graph", "seqdsl/lang/library/tagger.seq")
     assert code == 1 and "defines no cell, only networks (Tagger)" in err and "--cell" in err
-    code, _, err = run_cli("graph", "specs/lstm.seq", "--cell", "Nope")
+    code, _, err = run_cli("graph", "seqdsl/lang/library/lstm.seq", "--cell", "Nope")
     assert code == 1 and "has no cell `Nope`" in err
 
 
 def test_gradcheck_passes_and_can_fail(run_cli):
-    code, out, _ = run_cli("gradcheck", "specs/gru.seq", "--hidden", 5, "--input", 2)
+    code, out, _ = run_cli("gradcheck", "seqdsl/lang/library/gru.seq", "--hidden", 5, "--input", 2)
     assert code == 0
     assert out.splitlines()[0].startswith("gradcheck GRU (H=5, X=2; T=5, B=3, lengths")
     assert out.splitlines()[-1] == "ok: all 8 gradients within 1e-06"
-    code, out, _ = run_cli("gradcheck", "specs/gru.seq", "--tolerance", "0")
+    code, out, _ = run_cli("gradcheck", "seqdsl/lang/library/gru.seq", "--tolerance", "0")
     assert code == 1 and out.splitlines()[-1].startswith("FAILED: 8 of 8 gradients not within 0")
 
 
@@ -75,7 +75,7 @@ def test_gradcheck_size_arguments(tmp_path, run_cli):
 
 
 def test_size_for_a_symbol_the_cell_lacks_is_warned_about(run_cli):
-    code, out, err = run_cli("gradcheck", "specs/rnn.seq", "--size", "Q=5")
+    code, out, err = run_cli("gradcheck", "seqdsl/lang/library/rnn.seq", "--size", "Q=5")
     assert code == 0 and "(H=4, X=3;" in out
     assert err == "warning: --size Q=5: cell RNN has no size `Q` (its sizes: H, X); ignored\n"
 
@@ -90,13 +90,13 @@ def test_size_for_a_symbol_the_cell_lacks_is_warned_about(run_cli):
     (["--size", "=3"], "--size"),
 ])
 def test_bad_argument_values_are_one_line_usage_errors(run_cli, args, argument):
-    code, out, err = run_cli("gradcheck", "specs/rnn.seq", *args)
+    code, out, err = run_cli("gradcheck", "seqdsl/lang/library/rnn.seq", *args)
     assert code == 2 and out == "" and "Traceback" not in err
     assert err.splitlines()[-1].startswith(f"seqdsl gradcheck: error: argument {argument}"), err
 
 
 def test_a_size_given_twice_is_an_error(run_cli):
-    code, _, err = run_cli("gradcheck", "specs/rnn.seq", "--size", "H=3", "--size", "H=4")
+    code, _, err = run_cli("gradcheck", "seqdsl/lang/library/rnn.seq", "--size", "H=3", "--size", "H=4")
     assert code == 1 and err.startswith("error: --size H= given twice (3 and 4)")
 
 
@@ -111,17 +111,17 @@ def test_traceback_is_accepted_before_or_after_the_command(run_cli, where):
 
 
 def test_an_internal_error_is_one_line_without_traceback(run_cli, monkeypatch):
-    from seqdsl import cli
+    from seqdsl.cli import check
 
     def broken(args):
         raise RuntimeError("boom")
-    monkeypatch.setattr(cli, "_check", broken)
-    code, out, err = run_cli("check", "specs/rnn.seq")
+    monkeypatch.setattr(check, "run", broken)
+    code, out, err = run_cli("check", "seqdsl/lang/library/rnn.seq")
     assert code == 1 and out == ""
     assert err == ("error: internal error (RuntimeError: boom); rerun with --traceback to see "
                    "where, and please report it\n")
     with pytest.raises(RuntimeError, match="boom"):
-        run_cli("check", "specs/rnn.seq", "--traceback")
+        run_cli("check", "seqdsl/lang/library/rnn.seq", "--traceback")
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
@@ -137,7 +137,7 @@ def test_gradcheck_fails_on_nan_gradients(tmp_path, run_cli):
 
 
 def test_gradcheck_in_float32_uses_its_own_step_and_tolerance(run_cli):
-    code, out, err = run_cli("gradcheck", "specs/gru.seq", "--dtype", "float32")
+    code, out, err = run_cli("gradcheck", "seqdsl/lang/library/gru.seq", "--dtype", "float32")
     assert code == 0, out + err
     assert "; float32, numpy, central differences)" in out.splitlines()[0]
     assert out.splitlines()[-1] == "ok: all 8 gradients within 0.01"

@@ -33,16 +33,16 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from cellgen import cells
-from seqdsl.autodiff import backward
-from seqdsl.cli import _check
-from seqdsl.dot import to_dot
+from seqdsl.ir.autodiff import backward
+from seqdsl.cli.check import run as _check
+from seqdsl.ir.dot import to_dot
 from seqdsl.errors import SeqError
 from seqdsl.spec import load
 
 EXAMPLES = int(os.environ.get("SEQDSL_FUZZ_EXAMPLES", "2000"))
 SECOND_UNDER = 10_000  # bytes: inputs below this must take less than a second
 SPECS = [p.read_text("utf-8") for p in
-         sorted((pathlib.Path(__file__).parent.parent / "specs").glob("*.seq"))]
+         sorted((pathlib.Path(__file__).parent.parent / "seqdsl" / "lang" / "library").glob("*.seq"))]
 
 ODD = ["\u2028", "\u2029", "\ufeff", "\0", "\u200e", "\u200f", "\u202e", "\x0b", "\x0c",
        "\x1c", "\x85", "\r", "\r\n", "\t", "\u0303", "\u0302", "\u00a0", "\U0001F600"]

@@ -16,8 +16,8 @@ from hypothesis import Phase, assume, example, given, settings
 from hypothesis import strategies as st
 
 from seqdsl import SeqError, instantiate, load, loads
-from seqdsl.jit.codegen import GENERATOR_NAMES, RESERVED, Names, comment, docstring, escaped
-from seqdsl.jit.kernels import generate
+from seqdsl.runtime.numba.codegen import GENERATOR_NAMES, RESERVED, Names, comment, docstring, escaped
+from seqdsl.runtime.numba.kernels import generate
 from test_jit import TOL, compare
 
 BUILTINS_CALLED = {"range", "min", "max"}  # builtins the generated code calls

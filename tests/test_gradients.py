@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cellgen import cells
-from seqdsl.gradcheck import TOLERANCE, gradcheck, random_problem, step, tolerance
+from seqdsl.tools.gradcheck import TOLERANCE, gradcheck, random_problem, step, tolerance
 from seqdsl.spec import instantiate, library_cells, loads
 
 SHIPPED = sorted(library_cells())
@@ -35,7 +35,7 @@ def test_generated_cells_gradcheck(src, seed):
 
 def test_gradcheck_detects_a_wrong_gradient(monkeypatch):
     """The check can fail: break one gradient rule and it must notice."""
-    from seqdsl import autodiff
+    from seqdsl.ir import autodiff
     cell_type = library_cells()["GRU"]
     broken = dict(autodiff.RULES)
     broken["sigmoid"] = lambda b, e, g: [b.elementwise("mul", g, e.out)]  # σ' is not σ

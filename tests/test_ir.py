@@ -8,10 +8,11 @@ import pydot
 import pytest
 
 from conftest import SPECS
-from seqdsl import autodiff, interp, ops
-from seqdsl.autodiff import backward
-from seqdsl.dot import to_dot
-from seqdsl.ir import BATCH, Eqn, Graph, Size, Var, VerifyError, verify
+from seqdsl.ir import autodiff, ops
+from seqdsl.runtime import interp
+from seqdsl.ir.autodiff import backward
+from seqdsl.ir.dot import to_dot
+from seqdsl.ir.graph import BATCH, Eqn, Graph, Size, Var, VerifyError, verify
 from seqdsl.spec import load
 
 GOLDEN = pathlib.Path(__file__).parent / "golden"
@@ -19,13 +20,13 @@ GOLDEN = pathlib.Path(__file__).parent / "golden"
 
 @pytest.mark.parametrize("name", ["rnn", "gru", "lstm"])
 def test_golden_forward_and_backward_text(name):
-    ct = load(f"specs/{name}.seq").cell()
+    ct = load(f"seqdsl/lang/library/{name}.seq").cell()
     assert str(ct.graph) + "\n" == (GOLDEN / f"{name}.txt").read_text("utf-8")
     assert str(backward(ct.graph)) + "\n" == (GOLDEN / f"{name}.backward.txt").read_text("utf-8")
 
 
 def test_weight_on_a_concatenation_stays_one_op():
-    g = load("specs/lstm.seq").cell().graph
+    g = load("seqdsl/lang/library/lstm.seq").cell().graph
     assert "concat" not in {e.op for e in g.eqns}
     assert str(g.eqns[0]) == "t1: B×H = linear(Wu, a<t-1>, x)"
 
@@ -75,7 +76,7 @@ def test_verify_rejects_broken_graphs():
 
 
 def test_dot_output_is_accepted_by_a_dot_parser():
-    dot = to_dot(load("specs/gru.seq").cell().graph)
+    dot = to_dot(load("seqdsl/lang/library/gru.seq").cell().graph)
     graphs = pydot.graph_from_dot_data(dot)
     assert len(graphs) == 1
     names = {n.get_name() for n in graphs[0].get_nodes()}

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import Phase, example, given, settings
 
 from cellgen import cells
-from seqdsl.gradcheck import random_problem, relative_error
+from seqdsl.tools.gradcheck import random_problem, relative_error
 from seqdsl.spec import instantiate, library_cells, loads
 
 TOL = {np.float64: 1e-10, np.float32: 1e-4}
@@ -115,7 +115,7 @@ def test_source_is_readable_and_stays_float32():
 
 def test_second_process_loads_from_the_cache(tmp_path):
     env = {**os.environ, "SEQDSL_CACHE_DIR": str(tmp_path)}
-    cmd = [sys.executable, "-m", "seqdsl", "compile", "specs/rnn.seq", "--hidden", "16",
+    cmd = [sys.executable, "-m", "seqdsl", "compile", "seqdsl/lang/library/rnn.seq", "--hidden", "16",
            "--input", "8"]
     first = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
     second = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
@@ -128,15 +128,15 @@ def test_second_process_loads_from_the_cache(tmp_path):
 
 
 def test_cli_compile_emits_source_and_graph_and_gradchecks_compiled_code(run_cli):
-    code, out, _ = run_cli("compile", "specs/gru.seq", "--hidden", 6, "--input", 4,
+    code, out, _ = run_cli("compile", "seqdsl/lang/library/gru.seq", "--hidden", 6, "--input", 4,
                            "--dtype", "float64", "--emit", "source")
     assert code == 0 and "def forward(x, lengths, c0, Wr, br, Wu, bu, Wc, bc):" in out
     assert "# c̃: B×6 = tanh(t7)" in out and "DT = np.float64" in out
-    code, out, _ = run_cli("compile", "specs/gru.seq", "--hidden", 6, "--input", 4,
+    code, out, _ = run_cli("compile", "seqdsl/lang/library/gru.seq", "--hidden", 6, "--input", 4,
                            "--dtype", "float64", "--emit", "graph")
     assert code == 0 and "graph GRU.backward" in out
     assert "x (4) × [Wr[:, 6:10]ᵀ | Wu[:, 6:10]ᵀ | Wc[:, 6:10]ᵀ] → 18   hoisted" in out
-    code, out, err = run_cli("gradcheck", "specs/gru.seq", "--backend", "numba", "--hidden", 6,
+    code, out, err = run_cli("gradcheck", "seqdsl/lang/library/gru.seq", "--backend", "numba", "--hidden", 6,
                              "--input", 4)
     assert code == 0 and "float64, numba" in out and out.rstrip().endswith("within 1e-06"), err
 
@@ -166,7 +166,7 @@ def test_padding_never_reaches_results_or_gradients(name):
 
 
 def test_a_large_weight_is_applied_in_blocks_of_rows(monkeypatch):
-    from seqdsl.jit import kernels
+    from seqdsl.runtime.numba import kernels
     monkeypatch.setattr(kernels, "CHUNK_BYTES", 200)  # the LSTM's 16×4 float64 block: 3 chunks
     ct = library_cells()["LSTM"]
     assert "for _c in range(0, 16, 6):" in instantiate(ct, 4, 3, backend="numba").source

@@ -73,7 +73,7 @@ def test_intermediates_may_be_written_in_any_order():
 
 
 def test_new_state_value_used_after_its_equation():
-    spec = loads("specs/peephole_lstm.seq" and open("specs/peephole_lstm.seq").read())
+    spec = loads("seqdsl/lang/library/peephole_lstm.seq" and open("seqdsl/lang/library/peephole_lstm.seq").read())
     eqns = [str(e) for e in spec.cells["PeepholeLSTM"].graph.eqns]
     assert any("mul(po, c<t>)" in e for e in eqns)  # Γo reads the new c
     assert any("mul(pu, c<t-1>)" in e for e in eqns)  # Γu reads the old one
@@ -101,7 +101,7 @@ def test_warnings_for_unused_things():
 
 def test_ordinary_parameter_names_are_not_typos():
     # Wc, bc beside c; Wu, bu beside Γu: the course's own naming
-    spec = loads(open("specs/lstm.seq").read())
+    spec = loads(open("seqdsl/lang/library/lstm.seq").read())
     assert spec.warnings == []
 
 

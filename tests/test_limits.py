@@ -1,6 +1,6 @@
 """The front end on input a hostile or careless user writes: every input is
 checked or refused with a SeqError at a position, within the limits in
-`seqdsl.syntax`, without recursing deeply or taking quadratic time; typo
+`seqdsl.lang.syntax`, without recursing deeply or taking quadratic time; typo
 hints for Greek-Latin and case-only near misses; a byte-order mark, keywords
 used as names and invisible characters get messages that say so."""
 import inspect
@@ -12,11 +12,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from seqdsl import SeqError, loads
-from seqdsl import syntax as S
-from seqdsl.autodiff import backward
-from seqdsl.dot import to_dot
-from seqdsl.parse import read_source
-from seqdsl.rules import Spellings
+from seqdsl.lang import syntax as S
+from seqdsl.ir.autodiff import backward
+from seqdsl.ir.dot import to_dot
+from seqdsl.lang.parse import read_source
+from seqdsl.lang.rules import Spellings
 
 CELL = "cell A {{\n    input x\n    state h : H\n{body}\n}}\n"
 NET = "network N {{\n    input x\n    h = {layer}(x)\n    output ŷ<t> = softmax(Wy h<t> + by)\n}}\n"

@@ -4,9 +4,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from seqdsl.interp import evaluate
-from seqdsl.ir import Eqn, Lit, verify
-from seqdsl.optimise import fold_zeros
+from seqdsl.runtime.interp import evaluate
+from seqdsl.ir.graph import Eqn, Lit, verify
+from seqdsl.ir.passes import fold_zeros
 from seqdsl.spec import instantiate, library_cells
 
 
@@ -51,7 +51,7 @@ def test_an_output_that_folds_to_zero_stays_an_output():
 
 
 def test_every_folding_rule_on_a_small_graph():
-    from seqdsl.ir import BATCH, Graph, Size, Var
+    from seqdsl.ir.graph import BATCH, Graph, Size, Var
     v = {n: Var(n, BATCH, (Size.of(3),)) for n in ("p", "q", "s1", "s2", "s3", "s4", "s5")}
     eqns = (Eqn(v["s1"], "add", (v["q"], v["p"])),   # 0 + p -> p
             Eqn(v["s2"], "mul", (v["p"], v["q"])),   # p * 0 -> 0
@@ -70,7 +70,7 @@ def test_every_folding_rule_on_a_small_graph():
 
 
 def test_an_equation_known_to_be_zero_reads_what_its_argument_folded_to():
-    from seqdsl.ir import BATCH, Graph, Size, Var
+    from seqdsl.ir.graph import BATCH, Graph, Size, Var
     v = {n: Var(n, BATCH, (Size.of(3),)) for n in ("p", "q", "s1", "s2")}
     eqns = (Eqn(v["s1"], "add", (v["p"], v["q"])),  # p + 0 -> p
             Eqn(v["s2"], "neg", (v["s1"],)))  # known to be zero elsewhere; s1 is gone

@@ -37,7 +37,7 @@ def test_shipped_specs_cover_the_sketch_networks():
 
 
 def test_lstm_parameters_and_shapes():
-    ct = load("specs/lstm.seq").cell("LSTM")
+    ct = load("seqdsl/lang/library/lstm.seq").cell("LSTM")
     shapes = {n: "×".join(s.paren() for s in v.shape) for n, v in ct.params.items()}
     assert shapes == {"Wu": "H×(H+X)", "Wf": "H×(H+X)", "Wo": "H×(H+X)", "Wc": "H×(H+X)",
                       "bu": "H", "bf": "H", "bo": "H", "bc": "H"}
@@ -46,16 +46,16 @@ def test_lstm_parameters_and_shapes():
 
 
 def test_network_shapes():
-    tagger = load("specs/tagger.seq").networks["Tagger"]
+    tagger = load("seqdsl/lang/library/tagger.seq").networks["Tagger"]
     shapes = {n: "×".join(s.paren() for s in sh) for n, sh in tagger.params.items()}
     assert shapes["h.0.fwd.Wu"] == "64×(64+X)"
     assert shapes["h.0.bwd.Wu"] == "64×(64+X)"
     assert shapes["h.1.Wu"] == "64×192"  # reads both directions: 2 × 64, plus its own 64
     assert shapes["Wy"] == "Y×64" and shapes["by"] == "Y"
     assert tagger.kind == "many-to-many"
-    senti = load("specs/sentiment.seq").networks["Sentiment"]
+    senti = load("seqdsl/lang/library/sentiment.seq").networks["Sentiment"]
     assert senti.kind == "many-to-one" and not senti.heads[0].per_step
     assert {n.split(".")[1] for n in senti.params if n.startswith("h.")} == {"0", "1"}
-    tr = load("specs/translate.seq").networks["Translate"]
+    tr = load("seqdsl/lang/library/translate.seq").networks["Translate"]
     assert tr.kind == "encoder-decoder" and tr.sequences["d"].init == "e"
-    assert [k for _, k, _ in load("specs/charlm.seq").networks["CharLM"].inputs] == ["tokens"]
+    assert [k for _, k, _ in load("seqdsl/lang/library/charlm.seq").networks["CharLM"].inputs] == ["tokens"]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import seqdsl
-from seqdsl import validate
+from seqdsl.runtime import validate
 from seqdsl.errors import SeqError
 from seqdsl.spec import instantiate, library_cells
 
@@ -313,7 +313,7 @@ class Libc:
         calls.append(args)
 ctypes.CDLL = lambda name, *a, **k: Libc() if "libc.so" in str(name) else real(name, *a, **k)
 import numpy as np, seqdsl
-from seqdsl.jit import runtime
+from seqdsl.runtime.numba import runtime
 from seqdsl.spec import library_cells
 cell = seqdsl.instantiate(library_cells()["LSTM"], 4, 3, backend="numba")
 print(runtime._malloc_tuned, len(calls))
@@ -324,7 +324,7 @@ print(runtime._malloc_tuned, len(calls), calls[0])
 
 
 def test_malloc_is_tuned_when_compiled_code_first_runs_not_on_import(cells, cache_dir):
-    # Before: importing seqdsl.jit.runtime called mallopt.
+    # Before: importing seqdsl.runtime.numba.runtime called mallopt.
     env = {k: v for k, v in os.environ.items() if k != "SEQDSL_SYSTEM_MALLOC"}
     out = subprocess.run([sys.executable, "-c", SPY], capture_output=True, text=True,
                          env={**env, "SEQDSL_CACHE_DIR": cache_dir}, check=True).stdout

@@ -1,0 +1,86 @@
+"""`seqdsl compile FILE`: generate, compile and cache a cell's Numba kernels."""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from .common import EPILOG, input_size, load, pick_cell, size_args, sizes
+
+
+def add_parser(sub) -> None:
+    m = sub.add_parser("compile", help="generate, compile and cache a cell's Numba kernels",
+                       description="Parse, check and differentiate a cell, plan its products, "
+                       "generate Python source specialised to its sizes and dtype, and compile it "
+                       "with Numba (cached on disk: a second run loads it). Prints a summary: "
+                       "parameters, FLOPs per step, where the source is, compile time and "
+                       "whether the cache was hit.", epilog=EPILOG)
+    m.add_argument("file", metavar="FILE")
+    m.add_argument("--cell", metavar="NAME")
+    size_args(m)
+    m.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                   help="floating-point type of the compiled code (float32)")
+    m.add_argument("--emit", choices=("summary", "source", "graph"), default="summary",
+                   help="print the summary (default), the generated source, or the step "
+                   "graphs with the product plan")
+    m.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..runtime.numba.plan import product_groups
+    from ..spec import instantiate
+    spec = load(args.file)
+    ct = pick_cell(spec, args.cell)
+    inp = input_size(args, ct)
+    if args.emit == "summary":
+        print(f"compiling {ct.name} ...", file=sys.stderr, flush=True)
+    cell = instantiate(ct, args.hidden, inp, sizes(args, ct), dtype=args.dtype, backend="numba")
+    if args.emit == "source":
+        print(cell.source, end="")
+        return 0
+    groups = product_groups(cell.forward_graph, {n for n, _ in ct.inputs})
+    if args.emit == "graph":
+        print(cell.forward_graph)
+        print()
+        print(cell.backward_graph)
+        print()
+        print("products, one per operand and step (hoisted: one for all steps):")
+        for g in groups.values():
+            print(f"  {g.operand} ({g.size}) × [" + " | ".join(
+                f"{m.weight}[:, {m.cols[0]}:{m.cols[1]}]ᵀ" for m in g.members)
+                + f"] → {g.width}" + ("   hoisted out of the time loop" if g.hoisted else ""))
+        return 0
+    bound = ", ".join(f"{k}={v}" for k, v in cell.sizes.items())
+    print(f"compiled {ct.name} ({bound}, {args.dtype}) from {args.file}")
+    total = sum(int(np.prod(s)) for s in cell.param_shapes.values())
+    print(f"  parameters  {total:,} in {len(cell.param_shapes)}: " + ", ".join(
+        f"{n} {'×'.join(map(str, s))}" for n, s in cell.param_shapes.items()))
+    f_mm, f_ew, b_mm, b_ew = _flops(cell)
+    print(f"  FLOPs       per example and step: forward {f_mm + f_ew:,} "
+          f"({f_mm:,} in matrix products), backward {b_mm + b_ew:,} ({b_mm:,})")
+    print("  products    " + "; ".join(
+        f"{g.operand}: {len(g.members)} block(s) → one {g.size}×{g.width}"
+        + (" (hoisted)" if g.hoisted else "") for g in groups.values()))
+    print(f"  source      {cell.source_path}")
+    hit = "cache hit" if cell.loaded.cache_hit else "compiled, now cached"
+    print(f"  compile     {cell.loaded.seconds:.2f} s ({hit})")
+    return 0
+
+
+def _flops(cell) -> tuple[int, int, int, int]:
+    """Floating-point operations per example and step, forward and backward:
+    (matrix products, elementwise) each."""
+    def count(graph):
+        mm = ew = 0
+        for e in graph.eqns:
+            rows = e.out.shape[0].value() if e.out.shape else 0
+            if e.op == "linear":
+                mm += 2 * rows * e.args[0].shape[1].value()
+            elif e.op == "linear_t":
+                mm += 2 * e.args[0].shape[0].value() * rows
+            elif e.op == "outer":
+                mm += 2 * rows * e.out.shape[1].value()
+            elif e.out.kind == "batch":
+                ew += rows
+        return mm, ew
+    return (*count(cell.forward_graph), *count(cell.backward_graph))

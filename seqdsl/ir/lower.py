@@ -1,0 +1,295 @@
+"""Syntax → graph IR for one time step, inferring every size on the way.
+
+Sizes are linear forms over symbols: `H` (a state's declared size) and `X`
+(an input's size), bound when the cell is instantiated. A weight's row count
+and a parameter vector's size start as unknowns (`?1`) and are solved by
+unification as the equations are lowered. An equation that would force an
+input size (`X = H`) is allowed and reported as a constraint; one that cannot
+hold for positive sizes (`H = H + X`) is an error naming both sizes.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..lang import syntax as S
+from ..lang.check import CellScope
+from ..lang.rules import FUNCTIONS, constant_value
+from ..errors import Loc, SeqError, SeqWarning
+from .graph import BATCH, MATRIX, VECTOR, Eqn, Graph, Lit, Size, Var, dce, total_size, verify
+
+
+@dataclass
+class Constraint:
+    symbol: str
+    value: Size
+    loc: Loc
+
+    def __str__(self) -> str:
+        return f"{self.symbol} = {self.value}"
+
+
+@dataclass
+class CellType:
+    """A checked cell: its step graph with symbolic sizes, and what it needs."""
+
+    name: str
+    loc: Loc
+    source: str
+    inputs: list[tuple[str, Size]]  # (name, size)
+    states: list[tuple[str, Size]]
+    output: str
+    params: dict[str, Var]  # name -> Var (kind vector or matrix, symbolic shape)
+    inits: dict[str, tuple]
+    graph: Graph
+    constraints: list[Constraint]
+    symbols: list[str]  # the free size symbols, states' first
+    warnings: list[SeqWarning] = field(default_factory=list)
+
+
+class Unifier:
+    """Solves equalities between sizes; unknowns are named `?n`."""
+
+    def __init__(self, input_symbols: set[str], source: str):
+        self.bound: dict[str, Size] = {}
+        self.input_symbols = input_symbols
+        self.constraints: list[Constraint] = []
+        self.source = source
+        self.count = 0
+
+    def fresh(self) -> Size:
+        self.count += 1
+        return Size.of(f"?{self.count}")
+
+    def resolve(self, s: Size) -> Size:
+        while any(k in self.bound for k in s.symbols):
+            s = s.subst(self.bound)
+        return s
+
+    def equate(self, a: Size, b: Size, loc: Loc, message) -> None:
+        """Make a == b; `message(a, b)` words the error if they cannot be equal."""
+        a, b = self.resolve(a), self.resolve(b)
+        d = a - b
+        if d == Size():
+            return
+        for k, c in d.terms:
+            if k.startswith("?") and abs(c) == 1:
+                self.bound[k] = (d - Size.of(k) * c) * (-c)
+                return
+        for k, c in d.terms:
+            if k in self.input_symbols and abs(c) == 1 and not any(
+                    s.startswith("?") for s in d.symbols):
+                value = (d - Size.of(k) * c) * (-c)
+                if value.is_positive():
+                    self.bound[k] = value
+                    self.constraints.append(Constraint(k, value, loc))
+                    return
+        raise SeqError(message(_shown(a), _shown(b)), loc, source=self.source)
+
+
+def _shown(s: Size) -> str:
+    return str(s).replace("?", "n") if any(k.startswith("?") for k in s.symbols) else str(s)
+
+
+class _NameGen:
+    """Fresh temporaries `t1, t2, ...` that never clash with the user's names."""
+
+    def __init__(self, taken):
+        self.taken = set(taken)
+        self.n = 0
+
+    def __call__(self, prefix: str = "t") -> str:
+        while True:
+            self.n += 1
+            name = f"{prefix}{self.n}"
+            if name not in self.taken:
+                self.taken.add(name)
+                return name
+
+
+def input_symbol(name: str, taken) -> str:
+    """The size symbol of an input: `X` for `x`, unless that clashes."""
+    upper = name.upper()
+    if upper != name and upper not in taken and upper.isidentifier():
+        return upper
+    return f"n_{name}"
+
+
+def lower_cell(scope: CellScope) -> CellType:
+    state_sizes = {n: Size.of(s) for n, s in scope.states.items()}
+    taken = {s for sz in scope.states.values() if isinstance(sz, str) for s in [sz]}
+    in_syms = {}
+    for n in scope.inputs:
+        in_syms[n] = input_symbol(n, taken | set(in_syms.values()))
+    unify = Unifier(set(in_syms.values()), scope.source)
+    low = _Lowerer(scope, unify, state_sizes, in_syms)
+    eqns = low.run()
+
+    # Every unknown must be solved, and every size positive.
+    for name, use in scope.params.items():
+        v = low.params[name]
+        shape = tuple(unify.resolve(s) for s in v.shape)
+        for axis, s in zip(("rows" if v.kind == MATRIX else "size", "columns"), shape):
+            if any(k.startswith("?") for k in s.symbols):
+                raise SeqError(f"cannot infer the {axis} of `{name}`: nothing in the cell fixes it",
+                               use.loc, source=scope.source,
+                               hint="use the result where its size is known, e.g. in a state")
+            if not s.is_positive():
+                every = " and ".join(sorted(s.symbols))
+                raise SeqError(f"`{name}` would have {s} {axis}"
+                               + (f", which is not positive for every {every}" if every else ""),
+                               use.loc, source=scope.source)
+
+    def fix(s: Size) -> Size:
+        s = unify.resolve(s)
+        if any(k.startswith("?") for k in s.symbols):
+            raise SeqError("cannot infer every size in the cell", scope.loc, source=scope.source)
+        return s
+
+    inputs = [Var(n, BATCH, (Size.of(in_syms[n]),)) for n in scope.inputs]
+    prev = [Var(f"{n}<t-1>", BATCH, (state_sizes[n],)) for n in scope.states]
+    outputs = [low.values[f"{n}<t>"] for n in scope.states]
+    params = [low.params[n] for n in scope.params]
+    graph = Graph(scope.name, tuple(inputs + prev), tuple(params), tuple(eqns), tuple(outputs))
+    graph = verify(dce(graph.map_sizes(fix)))
+    symbols = list(dict.fromkeys(
+        [s for s in scope.states.values() if isinstance(s, str)] + list(in_syms.values())))
+    return CellType(
+        name=scope.name, loc=scope.loc, source=scope.source,
+        inputs=[(n, Size.of(in_syms[n])) for n in scope.inputs],
+        states=[(n, state_sizes[n]) for n in scope.states], output=scope.output,
+        params={v.name: v for v in graph.params}, inits={n: u.init for n, u in scope.params.items()},
+        graph=graph, constraints=unify.constraints, symbols=symbols, warnings=scope.warnings)
+
+
+class _Lowerer:
+    def __init__(self, scope: CellScope, unify: Unifier, state_sizes, in_syms):
+        self.scope = scope
+        self.unify = unify
+        self.state_sizes = state_sizes
+        self.eqns: list[Eqn] = []
+        taken = set(scope.inputs) | set(scope.states) | scope.intermediates | set(scope.params)
+        self.fresh_name = _NameGen(taken)
+        self.temps: set[str] = set()
+        self.values: dict[str, Var] = {}
+        for n in scope.inputs:
+            self.values[n] = Var(n, BATCH, (Size.of(in_syms[n]),))
+        for n, s in state_sizes.items():
+            self.values[f"{n}<t-1>"] = Var(f"{n}<t-1>", BATCH, (s,))
+        self.params: dict[str, Var] = {}
+        for name, use in scope.params.items():
+            shape = (unify.fresh(), unify.fresh()) if use.kind == MATRIX else (unify.fresh(),)
+            self.params[name] = Var(name, use.kind, shape)
+
+    def run(self) -> list[Eqn]:
+        for eq in self.scope.equations:
+            name = eq.target.name
+            is_state = name in self.scope.states
+            out_name = f"{name}<t>" if is_state else name
+            result = self.expr(eq.expr)
+            if isinstance(result, Lit):
+                raise SeqError(f"the equation for `{out_name}` is a constant", eq.expr.loc,
+                               source=self.scope.source)
+            if self.eqns and self.eqns[-1].out == result and result.name not in self.values:
+                last = self.eqns.pop()  # name the root equation after its target
+                result = Var(out_name, last.out.kind, last.out.shape)
+                self.eqns.append(Eqn(result, last.op, last.args, last.attrs, last.loc))
+            else:  # the equation only renames a value
+                result = self.emit("copy", (result,), result.kind, result.shape, eq.expr.loc,
+                                   name=out_name)
+            if is_state:
+                self.unify.equate(self.state_sizes[name], result.size, eq.loc, lambda a, b:
+                                  f"`{name}<t>` has size {a}, but its equation gives a vector of "
+                                  f"size {b}")
+            self.values[out_name] = result
+        return self._renumbered()
+
+    def _renumbered(self) -> list[Eqn]:
+        """Temporaries numbered t1, t2, ... in order, without the gaps left by
+        the ones renamed after their equation's target."""
+        fresh = _NameGen(self.fresh_name.taken - self.temps)
+        names = {e.out.name: fresh() for e in self.eqns if e.out.name in self.temps}
+
+        def ren(a):
+            return Var(names[a.name], a.kind, a.shape) if isinstance(a, Var) and a.name in names else a
+
+        return [Eqn(ren(e.out), e.op, tuple(map(ren, e.args)), e.attrs, e.loc) for e in self.eqns]
+
+    def emit(self, op, args, kind, shape, loc, attrs=(), name=None) -> Var:
+        if name is None:
+            name = self.fresh_name()
+            self.temps.add(name)
+        out = Var(name, kind, shape)
+        self.eqns.append(Eqn(out, op, tuple(args), tuple(attrs), loc))
+        return out
+
+    def expr(self, e) -> Var | Lit:
+        if isinstance(e, S.Num):
+            return Lit(e.value)
+        if isinstance(e, S.Var):
+            kind, name = self.scope.ref(e)
+            key = {"input": name, "prev": f"{name}<t-1>", "new": f"{name}<t>",
+                   "inter": name}.get(kind)
+            return self.params[name] if kind == "param" else self.values[key]
+        if isinstance(e, S.Neg):
+            a = self.expr(e.arg)
+            return Lit(-a.value) if isinstance(a, Lit) else self.emit("neg", (a,), a.kind, a.shape, e.loc)
+        if isinstance(e, S.BinOp):
+            return self.binop(e)
+        if isinstance(e, S.Apply):
+            return self.apply(e)
+        if isinstance(e, S.Concat):
+            parts = self.parts(e.parts, "concatenated")
+            return self.emit("concat", parts, BATCH, (total_size(parts),), e.loc)
+        if isinstance(e, S.Call):
+            a = self.expr(e.args[0])
+            op = FUNCTIONS[e.callee]
+            if isinstance(a, Lit):
+                raise SeqError(f"`{e.callee}` of a number: write the value instead", e.loc,
+                               source=self.scope.source)
+            return self.emit(op, (a,), a.kind, a.shape, e.loc)
+        raise TypeError(e)
+
+    def binop(self, e: S.BinOp):
+        a, b = self.expr(e.left), self.expr(e.right)
+        op = {"+": "add", "-": "sub", "*": "mul", "/": "div"}[e.op]
+        if isinstance(a, Lit) and isinstance(b, Lit):
+            value = constant_value(e)
+            if not math.isfinite(value):
+                raise SeqError(f"this constant is not a finite number ({value})", e.loc,
+                               source=self.scope.source, hint="numbers go up to about 1.8e308")
+            return Lit(value)
+        if op == "div" and b.value == 0:
+            raise SeqError("division by zero", e.right.loc, source=self.scope.source)
+        vs = [v for v in (a, b) if isinstance(v, Var)]
+        if len(vs) == 2:
+            self.unify.equate(vs[0].size, vs[1].size, e.loc, lambda x, y:
+                              f"`{e.op}` of vectors of different sizes: {x} against {y}")
+        kind = BATCH if any(v.kind == BATCH for v in vs) else VECTOR
+        return self.emit(op, (a, b), kind, (vs[0].size,), e.loc)
+
+    def apply(self, e: S.Apply):
+        w = self.params[e.weight]
+        parts = self.parts(e.arg.parts if isinstance(e.arg, S.Concat) else (e.arg,),
+                           f"multiplied by weight `{e.weight}`")
+        if not any(p.kind == BATCH for p in parts):
+            raise SeqError(f"weight `{e.weight}` is applied to parameters only; it needs a "
+                           "value of the step (an input, a state or an intermediate)", e.loc,
+                           source=self.scope.source, hint="a product of parameters is itself "
+                           "just one parameter: use a single bias")
+        self.unify.equate(w.shape[1], total_size(parts), e.loc, lambda x, y:
+                          f"weight `{e.weight}` has {x} columns, but is applied here to a vector "
+                          f"of size {y}")
+        return self.emit("linear", (w, *parts), BATCH, (w.shape[0],), e.loc)
+
+    def parts(self, exprs, what):
+        out = []
+        for p in exprs:
+            v = self.expr(p)
+            if isinstance(v, Lit):
+                raise SeqError(f"a number cannot be {what}", p.loc, source=self.scope.source)
+            if v.kind == MATRIX:
+                raise SeqError("a weight matrix cannot be used as a vector", p.loc,
+                               source=self.scope.source)
+            out.append(v)
+        return out
