@@ -111,6 +111,17 @@ def input_size(args, ct) -> int | None:
     return args.input
 
 
+def instantiate_from_args(args, backend: str, announce: bool):
+    """The cell that FILE and --cell name, at the sizes and dtype the
+    arguments give; `announce` says on stderr that a compile is coming."""
+    from ..spec import instantiate
+    ct = pick_cell(load(args.file), args.cell)
+    if announce:
+        print(f"compiling {ct.name} ...", file=sys.stderr, flush=True)
+    return ct, instantiate(ct, args.hidden, input_size(args, ct), sizes(args, ct),
+                           dtype=args.dtype, backend=backend)
+
+
 def table(rows, indent=2) -> list[str]:
     if not rows:
         return [" " * indent + "(none)"]

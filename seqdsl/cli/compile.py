@@ -1,11 +1,10 @@
 """`seqdsl compile FILE`: generate, compile and cache a cell's Numba kernels."""
 from __future__ import annotations
 
-import sys
 
 import numpy as np
 
-from .common import EPILOG, input_size, load, pick_cell, size_args, sizes
+from .common import EPILOG, instantiate_from_args, size_args
 
 
 def add_parser(sub) -> None:
@@ -28,13 +27,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..runtime.numba.plan import product_groups
-    from ..spec import instantiate
-    spec = load(args.file)
-    ct = pick_cell(spec, args.cell)
-    inp = input_size(args, ct)
-    if args.emit == "summary":
-        print(f"compiling {ct.name} ...", file=sys.stderr, flush=True)
-    cell = instantiate(ct, args.hidden, inp, sizes(args, ct), dtype=args.dtype, backend="numba")
+    ct, cell = instantiate_from_args(args, "numba", announce=args.emit == "summary")
     if args.emit == "source":
         print(cell.source, end="")
         return 0

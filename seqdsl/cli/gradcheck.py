@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import math
-import sys
 
-from .common import (EPILOG, input_size, load, non_negative_int, pick_cell, positive_int,
-                     size_args, sizes, table, tolerance)
+from .common import (EPILOG, instantiate_from_args, non_negative_int, positive_int, size_args,
+                     table, tolerance)
 
 
 def add_parser(sub) -> None:
@@ -35,14 +34,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..tools.gradcheck import gradcheck, random_problem
     from ..tools.gradcheck import tolerance as tolerance_for
-    from ..spec import instantiate
-    spec = load(args.file)
-    ct = pick_cell(spec, args.cell)
-    inp = input_size(args, ct)
-    if args.backend == "numba":
-        print(f"compiling {ct.name} ...", file=sys.stderr, flush=True)
-    cell = instantiate(ct, args.hidden, inp, sizes(args, ct), dtype=args.dtype,
-                       backend=args.backend)
+    ct, cell = instantiate_from_args(args, args.backend, announce=args.backend == "numba")
     pb = random_problem(cell, args.steps, args.batch, args.seed)
     errors = gradcheck(cell, pb)
     tol = tolerance_for(args.dtype) if args.tolerance is None else args.tolerance
