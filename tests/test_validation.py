@@ -332,3 +332,11 @@ def test_malloc_is_tuned_when_compiled_code_first_runs_not_on_import(cells, cach
     assert before == "False 0"
     if sys.platform.startswith("linux"):
         assert after == f"True 3 (-3, {32 << 20})"
+
+
+def test_a_size_the_cell_lacks_is_warned_about_and_ignored():
+    from seqdsl.runtime.numpy import UnknownSizeWarning
+    ct = seqdsl.loads("cell RNN {\n input x\n state h : H\n h<t> = tanh(W x + U h)\n}").cell()
+    with pytest.warns(UnknownSizeWarning, match=r"cell RNN has no size 'h' \(its sizes: H, X\)"):
+        cell = seqdsl.instantiate(ct, sizes={"H": 4, "X": 3, "h": 8})
+    assert cell.sizes == {"H": 4, "X": 3}

@@ -9,6 +9,7 @@ padding can hold anything without turning gradients into NaN.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from numbers import Integral
 
@@ -62,12 +63,22 @@ class Grads:
     state0: dict[str, np.ndarray]  # (B, n) per state
 
 
+class UnknownSizeWarning(UserWarning):
+    """`sizes=` named a size the cell does not have."""
+
+
 def bind_sizes(ct: CellType, hidden: int | None = None, input: int | None = None,
                sizes: dict[str, int] | None = None) -> dict[str, int]:
     """Numbers for the cell's size symbols: `hidden` binds the states' symbol,
     `input` the input's, `sizes` any by name. Constraints the equations put on
     the input size are checked here, naming the sizes in conflict."""
     bound = dict(sizes or {})
+    unknown = [s for s in bound if s not in ct.symbols]
+    if unknown:  # a typo (`sizes={"h": 8}`) would otherwise go unnoticed
+        warnings.warn(f"sizes: cell {ct.name} has no size {', '.join(map(repr, unknown))} (its "
+                      f"sizes: {', '.join(ct.symbols) or 'none'}); ignored", UnknownSizeWarning,
+                      stacklevel=3)
+        bound = {s: v for s, v in bound.items() if s not in unknown}
     for name, value in (("hidden", hidden), ("input", input)):
         if value is not None and (not _whole(value) or value < 1):
             raise SeqError(f"{name}: expected a positive integer, given {value!r}")
