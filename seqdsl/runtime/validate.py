@@ -221,11 +221,14 @@ def _sysconf_available() -> int | None:
         return None
 
 
-def amount(nbytes: int) -> str:
-    """`298.0 GiB`, `12.5 MiB`."""
-    if nbytes >= 1 << 30:
-        return f"{nbytes / (1 << 30):,.1f} GiB"
-    return f"{nbytes / (1 << 20):,.1f} MiB"
+def format_size(nbytes: int) -> str:
+    """`800 bytes`, `12.5 MiB`, `1,192.1 GiB`: binary multiples."""
+    n = float(nbytes)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{nbytes} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return ""
 
 
 def check_memory(what: str, nbytes: int, hint: str) -> None:
@@ -235,5 +238,5 @@ def check_memory(what: str, nbytes: int, hint: str) -> None:
         return
     free = available_memory()
     if free is not None and nbytes > free:
-        raise SeqError(f"{what} about {amount(nbytes)}, more than the "
-                       f"{amount(free)} of memory available", hint=hint)
+        raise SeqError(f"{what} about {format_size(nbytes)}, more than the "
+                       f"{format_size(free)} of memory available", hint=hint)

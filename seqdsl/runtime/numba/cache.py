@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import SeqError
+from ..validate import format_size
 
 try:
     import fcntl
@@ -333,14 +334,6 @@ def parse_size(text: str) -> int:
     if not m:
         raise ValueError(text)
     return int(float(m.group(1)) * UNITS[m.group(2).upper()])
-
-
-def format_size(n: int) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    return ""
 
 
 def max_size_from_env() -> int:
