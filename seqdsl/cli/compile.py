@@ -62,18 +62,21 @@ def run(args) -> int:
 
 def _flops(cell) -> tuple[int, int, int, int]:
     """Floating-point operations per example and step, forward and backward:
-    (matrix products, elementwise) each."""
+    (matrix products, everything else) each, as each op's registry entry
+    counts them. An equation on parameters alone is made once, not per
+    example: it is not counted."""
+    from ..ir.graph import BATCH, Var
+    from ..ir.ops import OPS, PRODUCT
+
     def count(graph):
-        mm = ew = 0
+        mm = other = 0
         for e in graph.eqns:
-            rows = e.out.shape[0].value() if e.out.shape else 0
-            if e.op == "linear":
-                mm += 2 * rows * e.args[0].shape[1].value()
-            elif e.op == "linear_t":
-                mm += 2 * e.args[0].shape[0].value() * rows
-            elif e.op == "outer":
-                mm += 2 * rows * e.out.shape[1].value()
-            elif e.out.kind == "batch":
-                ew += rows
-        return mm, ew
+            if not any(isinstance(a, Var) and a.kind == BATCH for a in e.args):
+                continue
+            op = OPS[e.op]
+            if op.family == PRODUCT:
+                mm += op.count_flops(e)
+            else:
+                other += op.count_flops(e)
+        return mm, other
     return (*count(cell.forward_graph), *count(cell.backward_graph))

@@ -6,15 +6,17 @@ runtime forms from the output's gradient and from step t+1) and the forward
 values it reads, and returns the cotangents of the step's inputs and previous
 states and the step's contribution to every parameter's gradient.
 
-One rule per op in `RULES`; a value used twice gets its cotangents summed
-with explicit `add`s. Nothing is written for a particular cell.
+Each op's rule is the `vjp` of its registry entry (ops/), which emits
+equations through the `_Builder` here; a value used twice gets its
+cotangents summed with explicit `add`s. Nothing is written for a particular
+cell or op.
 """
 from __future__ import annotations
 
 from dataclasses import replace
 
-from .graph import BATCH, MATRIX, VECTOR, Eqn, Graph, Lit, Size, Var, dce, verify
-from .ops import BACKWARD_ONLY, OPS
+from .graph import BATCH, MATRIX, VECTOR, Eqn, Graph, Lit, Var, dce, verify
+from .ops import Facet
 
 
 class _Builder:
@@ -61,73 +63,9 @@ def _sum(b: _Builder, parts: list[Var], name: str) -> Var:
     return b.name(total, name)
 
 
-# Each rule: (builder, forward equation, cotangent of its result) -> one
-# cotangent per argument (None for literals and for no dependence).
-def _mul(b, e, g):
-    x, y = e.args
-    return [b.elementwise("mul", g, y) if isinstance(x, Var) else None,
-            b.elementwise("mul", g, x) if isinstance(y, Var) else None]
-
-
-def _div(b, e, g):
-    x, y = e.args
-    gx = b.elementwise("div", g, y)
-    gy = None
-    if isinstance(y, Var):  # d(x/y)/dy = -(x/y)/y
-        gy = b.elementwise("neg", b.elementwise("mul", gx, e.out))
-    return [gx if isinstance(x, Var) else None, gy]
-
-
-def _sigmoid(b, e, g):
-    y = e.out
-    return [b.elementwise("mul", g, b.elementwise("mul", y, b.elementwise("sub", Lit(1.0), y)))]
-
-
-def _tanh(b, e, g):
-    y = e.out
-    return [b.elementwise("mul", g, b.elementwise("sub", Lit(1.0), b.elementwise("mul", y, y)))]
-
-
-def _linear(b, e, g):
-    w, *parts = e.args
-    grads, lo = [], Size()
-    for p in parts:
-        hi = lo + p.size
-        grads.append(b.emit("linear_t", (w, g), BATCH, (p.size,), (("cols", (lo, hi)),)))
-        lo = hi
-    dw = b.emit("outer", (g, *parts), w.kind, w.shape, (("of", w.name),))
-    return [dw] + grads
-
-
-def _concat(b, e, g):
-    grads, lo = [], Size()
-    for p in e.args:
-        hi = lo + p.size
-        grads.append(b.emit("slice", (g,), BATCH, (p.size,), (("cols", (lo, hi)),)))
-        lo = hi
-    return grads
-
-
-RULES = {
-    "copy": lambda b, e, g: [g],
-    "add": lambda b, e, g: [g, g],
-    "sub": lambda b, e, g: [g, b.elementwise("neg", g)],
-    "mul": _mul,
-    "div": _div,
-    "neg": lambda b, e, g: [b.elementwise("neg", g)],
-    "sigmoid": _sigmoid,
-    "tanh": _tanh,
-    "relu": lambda b, e, g: [b.elementwise("mul", g, b.elementwise("step", e.args[0]))],
-    "exp": lambda b, e, g: [b.elementwise("mul", g, e.out)],
-    "log": lambda b, e, g: [b.elementwise("div", g, e.args[0])],
-    "softmax": lambda b, e, g: [b.elementwise("softmax_vjp", e.out, g)],
-    "layernorm": lambda b, e, g: [b.elementwise("layernorm_vjp", e.args[0], g)],
-    "linear": _linear,
-    "concat": _concat,
-    # Backward-only ops are never differentiated (no second derivatives).
-    **{op: None for op in BACKWARD_ONLY},
-}
-assert set(RULES) == set(OPS), set(OPS) ^ set(RULES)
+# Each op's rule is its registry entry's `vjp`; this view names them, so a
+# test can swap one for a broken rule.
+RULES = Facet("vjp")
 
 
 def backward(fwd: Graph) -> Graph:

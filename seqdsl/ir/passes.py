@@ -2,23 +2,31 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Iterable
 
 from .graph import Eqn, Graph, Lit, Var
 
 ZERO = Lit(0.0)
 
 
-def fold_zeros(graph: Graph, zero: set[str]) -> Graph:
-    """The graph with the values named in `zero` known to be zero: sums drop
+def fold_zeros(graph: Graph, zero: Iterable[str] = ()) -> Graph:
+    """The graph with its zeros folded away: the values made by `zeros`
+    equations, and those named in `zero` (values its caller knows are zero:
+    the code generator's products that a stacked product holds). Sums drop
     zero terms (later equations read the other term directly) and products
     with a zero become zero. A graph output that folds away is kept as a
-    `copy` of what it equals, or `zeros`, so the outputs stay."""
+    `copy` of what it equals, or `zeros`, so the outputs stay. A value named
+    in `zero` stays defined: who makes it decides that it is zero.
+
+    Only equations that take a literal can read a zero; any other reader
+    (`concat`, `outer`, ...) makes the result fail `verify`."""
+    zero = set(zero)
     sub: dict[str, Var | Lit] = {n: ZERO for n in zero}
     outputs = {v.name for v in graph.outputs}
     eqns = []
     for e in graph.eqns:
         args = tuple(sub.get(a.name, a) if isinstance(a, Var) else a for a in e.args)
-        if e.out.name in zero:  # still defined: who makes it decides that it is zero
+        if e.out.name in zero:
             eqns.append(Eqn(e.out, "zeros", (), loc=e.loc) if any(map(_is0, args))
                         else replace(e, args=args))
             continue
@@ -39,6 +47,8 @@ def _is0(a) -> bool:
 
 def _fold(op: str, args):
     """What an equation reduces to (a value or ZERO), or None if it stays."""
+    if op == "zeros":
+        return ZERO
     if op in ("add", "sub") and _is0(args[1]):
         return args[0]
     if op == "add" and _is0(args[0]):

@@ -10,7 +10,7 @@ from . import syntax as S
 from ..errors import Loc, SeqError, source_text
 
 FUNCTIONS = {"sigmoid": "sigmoid", "σ": "sigmoid", "tanh": "tanh", "relu": "relu", "exp": "exp",
-             "log": "log", "softmax": "softmax", "layernorm": "layernorm"}
+             "log": "log", "softplus": "softplus", "softmax": "softmax", "layernorm": "layernorm"}
 
 
 def looks_like_typo(name: str, defined) -> str | None:

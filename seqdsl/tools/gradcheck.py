@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..runtime.numpy import Cell
+from ..runtime.instance import CellInstance
 
 TOLERANCE = 1e-6  # float64; see tolerance() for other dtypes
 _TOLERANCES = {np.dtype(np.float64): TOLERANCE, np.dtype(np.float32): 1e-2}
@@ -52,7 +52,7 @@ class Problem:
     w_final: dict[str, np.ndarray]
 
 
-def random_problem(cell: Cell, steps: int = 5, batch: int = 3, seed: int = 0,
+def random_problem(cell: CellInstance, steps: int = 5, batch: int = 3, seed: int = 0,
                    scale: float = 0.5) -> Problem:
     rng = np.random.default_rng(seed)
     params = {k: rng.normal(0, scale, s) for k, s in cell.param_shapes.items()}
@@ -67,7 +67,7 @@ def random_problem(cell: Cell, steps: int = 5, batch: int = 3, seed: int = 0,
     return Problem(params, x, lengths, state0, w_out, w_final)
 
 
-def loss(cell: Cell, pb: Problem, params=None, x=None, state0=None) -> float:
+def loss(cell: CellInstance, pb: Problem, params=None, x=None, state0=None) -> float:
     r = cell.forward(params or pb.params, x or pb.x, pb.lengths, state0 or pb.state0)
     return float((r.outputs * pb.w_out).sum()
                  + sum((r.final[n] * w).sum() for n, w in pb.w_final.items()))
@@ -90,7 +90,7 @@ def relative_error(a: np.ndarray, b: np.ndarray, floor: float = 1e-3) -> float:
     return float(worst / (max(scale, floor) if floor == floor else scale))
 
 
-def gradcheck(cell: Cell, pb: Problem, eps: float | None = None) -> dict[str, float]:
+def gradcheck(cell: CellInstance, pb: Problem, eps: float | None = None) -> dict[str, float]:
     """The worst relative error of each derived gradient against central
     differences: one entry per parameter, per input (`x`) and per initial
     state (`a<0>`); infinite where either side is not finite. `eps` is the

@@ -5,8 +5,10 @@ The generated functions run the time loop themselves. Each step is a short
 list of *stages*: a stacked matrix product per operand (see plan.py), fused
 loops over the batch and features holding every elementwise equation as one
 scalar statement (no temporary arrays; a value becomes an array only when a
-later stage reads it), and a row loop per softmax/layernorm. The IR equation
-is kept as a comment beside the statement that computes it.
+later stage reads it), and a row loop per feature-wise op (softmax,
+layernorm). What an op's statement or row loop is comes from its entry in
+ir/ops/. The IR equation is kept as a comment beside the statement that
+computes it.
 """
 from __future__ import annotations
 
@@ -19,26 +21,17 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from ...ir.graph import BATCH, VECTOR, Eqn, Graph, Lit, Var
-
-SCALAR = {
-    "add": "{0} + {1}", "sub": "{0} - {1}", "mul": "({0}) * ({1})", "div": "({0}) / ({1})",
-    "neg": "-({0})", "copy": "{0}", "sigmoid": "sigmoid({0})", "tanh": "tanh({0})",
-    "relu": "max({0}, K0)", "exp": "np.exp({0})", "log": "np.log({0})",
-    "step": "K1 if {0} > K0 else K0",
-}
-ROWWISE = ("softmax", "layernorm", "softmax_vjp", "layernorm_vjp", "concat", "slice")
-LAYERNORM_EPS = 1e-5  # as interp.LAYERNORM_EPS
-
+from ...ir.ops import OPS, Accumulate, Row, Scalar
 
 # Every name the generated module uses besides those a Names allocates and the
 # constants K0, K1, ...: module globals, arguments the caller passes
 # positionally, and the loop indices and scratch values of the step code. A
-# name from the spec never becomes one of these.
+# name from the spec never becomes one of these. The scratch values of an
+# op's row code are named in its registry entry.
 GENERATOR_NAMES = frozenset({
     "np", "DT", "njit", "sigmoid", "tanh", "forward", "backward", "lengths", "out", "dout",
     "dS", "_T", "_B", "_t", "_b", "_j", "_k", "_i", "_i0", "_c",
-    "_m", "_s", "_z", "_mu", "_var", "_rstd", "_mg", "_mgy", "_y",
-})
+}) | frozenset(n for op in OPS.values() if isinstance(op.code, Row) for n in op.code.scratch)
 RESERVED = (frozenset(keyword.kwlist) | frozenset(keyword.softkwlist)
             | frozenset(dir(builtins)) | GENERATOR_NAMES)
 _CONSTANT = re.compile(r"K\d+")
@@ -237,11 +230,12 @@ class StepCode:
                 if op not in done:
                     ensure(op)
                     current = None
-            if e.op in ROWWISE:
+            code = OPS[e.op].code
+            if isinstance(code, Row):
                 self.stages.append(Stage("row", e.out.size.value(), [e]))
                 current = None
-            elif e.out.kind == BATCH or e.op == "bsum":
-                n = (e.args[0] if e.op == "bsum" else e.out).size.value()
+            elif e.out.kind == BATCH or isinstance(code, Accumulate):
+                n = e.out.size.value()  # a sum over the batch has its argument's size
                 if current is None or current.size != n:
                     current = Stage("loop", n)
                     self.stages.append(current)
@@ -300,7 +294,7 @@ class StepCode:
                 if args is None:
                     args = [self.src(a, local).format(j="_j") for a in e.args]
                 w(comment(str(e)))
-                if e.op == "bsum":
+                if isinstance(OPS[e.op].code, Accumulate):
                     w(f"{self.py.role('acc_', e.out.name)}[_j] += {args[0]}")
                     continue
                 name = self.py(e.out.name)
@@ -312,71 +306,17 @@ class StepCode:
                     w(f"{target.format(j='_j')} = {name}")
 
     def expr(self, e: Eqn, args: list[str]) -> str:
-        if e.op == "linear":
-            return " + ".join(args)  # `args` here are the product slices
-        if e.op == "zeros":
-            return "K0"
-        return SCALAR[e.op].format(*args)
+        """The expression of `e` at one entry; a `linear`'s `args` are the
+        slices of the products the plan made for it."""
+        return scalar_code(e)(args)
 
     def write_row(self, w: _Writer, e: Eqn) -> None:
         n = e.out.size.value()
         out = self.py.role("buf_", e.out.name)
-        a = [self.src(x, set()) for x in e.args]
         w(comment(str(e)))
-        eps = self.const(LAYERNORM_EPS)
-        n_k = self.const(float(n if e.op != "concat" else 1))
-        if e.op == "softmax":
-            w(f"_m = {a[0].format(j=0)}")
-            with w.block(f"for _k in range(1, {n}):"):
-                w(f"_m = max(_m, {a[0].format(j='_k')})")
-            w("_s = K0")
-            with w.block(f"for _k in range({n}):"):
-                w(f"_z = np.exp({a[0].format(j='_k')} - _m)")
-                w(f"{out}[_b, _k] = _z")
-                w("_s += _z")
-            with w.block(f"for _k in range({n}):"):
-                w(f"{out}[_b, _k] = {out}[_b, _k] / _s")
-        elif e.op == "softmax_vjp":
-            w("_s = K0")
-            with w.block(f"for _k in range({n}):"):
-                w(f"_s += {a[0].format(j='_k')} * {a[1].format(j='_k')}")
-            with w.block(f"for _k in range({n}):"):
-                w(f"{out}[_b, _k] = {a[0].format(j='_k')} * ({a[1].format(j='_k')} - _s)")
-        elif e.op in ("layernorm", "layernorm_vjp"):
-            w("_mu = K0")
-            with w.block(f"for _k in range({n}):"):
-                w(f"_mu += {a[0].format(j='_k')}")
-            w(f"_mu = _mu / {n_k}")
-            w("_var = K0")
-            with w.block(f"for _k in range({n}):"):
-                w(f"_var += ({a[0].format(j='_k')} - _mu) * ({a[0].format(j='_k')} - _mu)")
-            w(f"_rstd = K1 / np.sqrt(_var / {n_k} + {eps})")
-            if e.op == "layernorm":
-                with w.block(f"for _k in range({n}):"):
-                    w(f"{out}[_b, _k] = ({a[0].format(j='_k')} - _mu) * _rstd")
-            else:
-                w("_mg = K0")
-                w("_mgy = K0")
-                with w.block(f"for _k in range({n}):"):
-                    w(f"_y = ({a[0].format(j='_k')} - _mu) * _rstd")
-                    w(f"_mg += {a[1].format(j='_k')}")
-                    w(f"_mgy += {a[1].format(j='_k')} * _y")
-                w(f"_mg = _mg / {n_k}")
-                w(f"_mgy = _mgy / {n_k}")
-                with w.block(f"for _k in range({n}):"):
-                    w(f"_y = ({a[0].format(j='_k')} - _mu) * _rstd")
-                    w(f"{out}[_b, _k] = _rstd * ({a[1].format(j='_k')} - _mg - _y * _mgy)")
-        elif e.op == "concat":
-            off = 0
-            for x, t in zip(e.args, a):
-                m = x.size.value()
-                with w.block(f"for _k in range({m}):"):
-                    w(f"{out}[_b, {off} + _k] = {t.format(j='_k')}")
-                off += m
-        elif e.op == "slice":
-            lo = e.attr("cols")[0].value()
-            with w.block(f"for _k in range({n}):"):
-                w(f"{out}[_b, _k] = {a[0].format(j=f'{lo} + _k')}")
+        args = [self.src(x, set()) for x in e.args]
+        for line in OPS[e.op].code.write(e, f"{out}[_b, {{j}}]", args, self.const):
+            w(line)
         for target in self.stores.get(e.out.name, ()):
             with w.block(f"for _k in range({n}):"):
                 w(f"{target.format(j='_k')} = {out}[_b, _k]")
@@ -386,20 +326,32 @@ class StepCode:
             w(line)
 
 
+def scalar_code(e: Eqn) -> Scalar:
+    code = OPS[e.op].code
+    if not isinstance(code, Scalar):
+        raise TypeError(f"`{e}` is not computed entry by entry ({type(code).__name__})")
+    return code
+
+
 def vector_prologue(graph: Graph, py: Names, consts_src, w: _Writer, source) -> list[Var]:
     """Equations on parameters alone (VECTOR kind) do not change with t: they
     are computed once, before the loop."""
     made = []
     for e in graph.eqns:
-        if e.out.kind != VECTOR or e.op in ("bsum",):
+        if e.out.kind != VECTOR or isinstance(OPS[e.op].code, Accumulate):
             continue
         n = e.out.size.value()
         name = py.role("vec_", e.out.name)
+        args = [consts_src(a) if isinstance(a, Lit) else source(a) for a in e.args]
         w(comment(str(e)))
         w(f"{name} = np.empty({n}, DT)")
-        with w.block(f"for _j in range({n}):"):
-            args = [consts_src(a) if isinstance(a, Lit) else source(a).format(j="_j")
-                    for a in e.args]
-            w(f"{name}[_j] = " + ("K0" if e.op == "zeros" else SCALAR[e.op].format(*args)))
+        code = OPS[e.op].code
+        if isinstance(code, Row):  # softmax(b): the row is the vector
+            for line in code.write(e, f"{name}[{{j}}]", args,
+                                   lambda value: consts_src(Lit(value))):
+                w(line)
+        else:
+            with w.block(f"for _j in range({n}):"):
+                w(f"{name}[_j] = " + scalar_code(e)([a.format(j="_j") for a in args]))
         made.append(e.out)
     return made

@@ -13,6 +13,8 @@ groups give one product `dY_p @ S_pᵀ` per operand per step (the cotangents
 of the group's blocks side by side in dY_p), hoisted for inputs to one
 product after the loop, and every weight's gradient comes from one product
 `P_allᵀ @ dY_all` over all time steps after the loop.
+
+The rest of the kernel plan (kernel_plan.py) builds on these groups.
 """
 from __future__ import annotations
 
@@ -41,6 +43,11 @@ class Group:
     @property
     def width(self) -> int:
         return sum(m.rows for m in self.members)
+
+    def __str__(self) -> str:
+        blocks = " | ".join(f"{m.weight}[:, {m.cols[0]}:{m.cols[1]}]ᵀ" for m in self.members)
+        return (f"{self.operand} ({self.size}) × [{blocks}] → {self.width}"
+                + (", hoisted" if self.hoisted else ""))
 
 
 def product_groups(fwd: Graph, inputs: set[str]) -> dict[str, Group]:
@@ -87,3 +94,10 @@ def attach_backward(groups: dict[str, Group], fwd: Graph, bwd: Graph) -> dict[st
             roles[e.out.name] = (group.operand, not any(o == group.operand
                                                         for o, _ in roles.values()))
     return roles
+
+
+def held_by_products(groups: dict[str, Group], roles: dict[str, tuple]) -> set[str]:
+    """The backward `linear_t` values that are zero in the step as generated:
+    a group's step product is written under its first member's name and
+    holds every block, and a hoisted group's product is made after the loop."""
+    return {n for n, (op, first) in roles.items() if groups[op].hoisted or not first}

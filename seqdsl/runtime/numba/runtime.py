@@ -12,7 +12,7 @@ import sys
 import numpy as np
 
 from ...ir.lower import CellType
-from ..numpy import Cell, Grads, Result, Trace
+from ..instance import CellInstance, Grads, Result, Trace
 from .compile import Loaded, cache_key, load_module
 from .kernels import generate
 
@@ -44,11 +44,12 @@ def _reuse_freed_memory() -> None:
     libc.mallopt(m_top_pad, 64 << 20)
 
 
-class CompiledCell(Cell):
+class CompiledCell(CellInstance):
     """`forward`/`backward` run generated, Numba-compiled code; parameters,
-    shapes, initialisation and the checks of every argument are those of the
-    reference `Cell` (the generated code trusts shapes, so it is never called
-    with unchecked arrays, nor at all when there is no step to compute)."""
+    shapes, initialisation and the checks of every argument are the shared
+    `CellInstance`'s, as for the reference cell (the generated code trusts
+    shapes, so it is never called with unchecked arrays, nor at all when there
+    is no step to compute)."""
 
     backend = "numba"
     dtypes = ("float32", "float64")

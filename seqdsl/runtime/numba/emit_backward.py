@@ -1,0 +1,169 @@
+"""The `backward` kernel, written from the plan:
+
+    backward(dout, da, dc, lengths, <inputs>, <tapes>, <params>)
+        -> (dx, da0, dc0, <parameter gradients>)
+
+It runs the steps from the last to the first; rows past an example's
+length are skipped, so padding never reaches a gradient. Products over all
+steps (input gradients of hoisted groups, every weight gradient) come after
+the loop.
+"""
+from __future__ import annotations
+
+from ...ir.graph import MATRIX, Var
+from .codegen import StepCode, comment, vector_prologue
+from .emit import Emission, alloc_steps, stacked_weights, transpose
+from .kernel_plan import Ref
+from .plan import Group
+
+
+def emit_backward(em: Emission) -> None:
+    plan, w = em.plan, em.w
+    source = _source(em)
+    code = em.step_writer(plan.backward, source, lambda g: _product(em, g))
+    w()
+    w()
+    w("@njit(cache=True, error_model='numpy')")
+    with w.block(f"def backward({em.names(plan.backward_args)}):"):
+        w("_T, _B = dout.shape[0], dout.shape[1]")
+        vector_prologue(plan.forward.graph, em.py, em.const, w, em.shared_source)
+        _stacked_weights(em)
+        _allocate(em)
+        _time_loop(em, code, source)
+        w("# after the loop: products over all steps at once")
+        _input_products(em)
+        _weight_gradients(em)
+        for n in plan.accumulated:
+            w(f"{em.py.role('vec_', n)} = {em.py.role('acc_', n)}")
+        vector_prologue(plan.backward.graph, em.py, em.const, w, source)
+        w(f"return {em.names(plan.backward_returns)}")
+
+
+def _source(em: Emission):
+    """How the backward step reads a value it does not compute: a state's
+    cotangent from its array (plus `dout` for the output), a product from
+    its group's product, a forward value from its tape."""
+    plan, py = em.plan, em.py
+    seeds = {f"d_{s}<t>": s for s in plan.states}
+
+    def source(a: Var) -> str:
+        s = em.shared_source(a)
+        if s is not None:
+            return s
+        if a.name in seeds:
+            s = seeds[a.name]
+            extra = " + dout[_t, _b, {j}]" if s == plan.output else ""
+            return f"({py.role('gstate_', s)}[_b, {{j}}]{extra})"
+        if a.name in plan.held:
+            return "K0"  # the group's product holds it (after the loop for inputs)
+        if a.name in plan.product_results:
+            return f"{py.role('dP_', plan.product_results[a.name])}[_b, {{j}}]"
+        if a.name in em.fwd_vars:
+            return f"{py.role('tape_', a.name)}[_t, _b, {{j}}]"
+        raise KeyError(a.name)
+    return source
+
+
+def _dy(em: Emission, operand: str) -> str:
+    """The array of the cotangents of a group's blocks, maybe shared."""
+    return em.name(Ref("dY_", em.plan.cotangents_in[operand]))
+
+
+def _product(em: Emission, g: Group) -> list[str]:
+    """The lines of a group's step product."""
+    py, op = em.py, g.operand
+    dp, dpt = py.role("dP_", op), py.role("dPT_", op)
+    return [comment(f"d {op} from every block applied to it: one product; for a"),
+            "# batch of some size, made transposed (faster in OpenBLAS) and laid out back",
+            f"if _B >= {em.plan.transposed_from_batch}:",
+            f"    np.dot({py.role('S_', op)}, {_dy(em, op)}[_t].T, {dpt})",
+            *("    " + line for line in transpose(dpt, dp, g.size)),
+            "else:",
+            f"    np.dot({_dy(em, op)}[_t], {py.role('ST_', op)}, {dp})"]
+
+
+def _stacked_weights(em: Emission) -> None:
+    """A step product needs only the stacking its batch size's orientation
+    reads; the other is left empty."""
+    plan, w, py = em.plan, em.w, em.py
+    stacked_weights(em, [g for g in plan.groups.values() if g.hoisted], transposed=True)
+    if not plan.step_groups:
+        return
+    with w.block(f"if _B >= {plan.transposed_from_batch}:"):
+        stacked_weights(em, plan.step_groups, transposed=False)
+        for g in plan.step_groups:
+            w(f"{py.role('ST_', g.operand)} = np.empty((0, 0), DT)")
+    with w.block("else:"):
+        stacked_weights(em, plan.step_groups, transposed=True)
+        for g in plan.step_groups:
+            w(f"{py.role('S_', g.operand)} = np.empty((0, 0), DT)")
+
+
+def _allocate(em: Emission) -> None:
+    plan, w, py = em.plan, em.w, em.py
+    for s in plan.states:
+        w(f"{py.role('gstate_', s)} = {py.role('d', s)}.copy()")
+    for n in plan.inputs:
+        if n not in plan.grad_from_product:
+            w(f"{py.role('dx_', n)} = np.zeros((_T, _B, {em.size(n)}), DT)")
+    for g in plan.groups.values():
+        if plan.cotangents_in[g.operand] == g.operand:
+            alloc_steps(w, _dy(em, g.operand), g.width, zero_padding=True,
+                        zero_all=g.operand in plan.dy_zeroed)
+        if not g.hoisted:
+            w(f"{py.role('dP_', g.operand)} = np.empty((_B, {g.size}), DT)")
+            w(f"{py.role('dPT_', g.operand)} = np.empty(({g.size}, _B), DT)")
+    bwd_vars = plan.backward.graph.vars()
+    for n in plan.accumulated:
+        w(f"{py.role('acc_', n)} = np.zeros({bwd_vars[n].size.value()}, DT)")
+    for n in plan.backward.buffers:
+        w(f"{py.role('buf_', n)} = np.zeros((_B, {bwd_vars[n].size.value()}), DT)")
+
+
+def _time_loop(em: Emission, code: StepCode, source) -> None:
+    plan, w, py = em.plan, em.w, em.py
+    bwd_vars = plan.backward.graph.vars()
+    with w.block("for _t in range(_T - 1, -1, -1):"):
+        code.write(w, "_t < lengths[_b]")
+        with w.block("for _b in range(_B):"):
+            with w.block("if _t < lengths[_b]:"):
+                for s in plan.states:
+                    res = bwd_vars[plan.state_grads[s]]
+                    value = (f"{py.role('buf_', res.name)}[_b, _k]"
+                             if res.name in plan.backward.materialise
+                             else source(res).format(j="_k"))
+                    with w.block(f"for _k in range({res.size.value()}):"):
+                        w(f"{py.role('gstate_', s)}[_b, _k] = {value}")
+
+
+def _input_products(em: Emission) -> None:
+    """Each hoisted group's product gives its input's gradient (or the part
+    of it the step does not make) for all steps at once."""
+    plan, w, py = em.plan, em.w, em.py
+    for g in plan.groups.values():
+        if g.hoisted:
+            n = g.operand
+            w(f"{py.role('dx_', n)} {'=' if n in plan.grad_from_product else '+='} np.dot("
+              f"{_dy(em, n)}.reshape((_T * _B, {g.width})), "
+              f"{py.role('ST_', n)}).reshape((_T, _B, {g.size}))")
+
+
+def _weight_gradients(em: Emission) -> None:
+    """One product per group over all steps, each of its blocks copied into
+    its weight's gradient; a shared weight's blocks are added up."""
+    plan, w, py = em.plan, em.w, em.py
+    for p in plan.params:
+        if p.kind == MATRIX:
+            alloc = "empty" if p.name in plan.assigned_weights else "zeros"
+            w(f"{py.role('d_', p.name)} = np.{alloc}(({p.shape[0].value()}, "
+              f"{p.shape[1].value()}), DT)")
+    for g in plan.groups.values():
+        src = py.role("in_", g.operand) if g.hoisted else py.role("tape_", g.operand)
+        w(f"dS = np.dot({_dy(em, g.operand)}.reshape((_T * _B, {g.width})).T, "
+          f"{src}.reshape((_T * _B, {g.size})))")
+        for m in g.members:
+            op = "=" if m.weight in plan.assigned_weights else "+="
+            with w.block(f"for _i in range({m.rows}):"):
+                with w.block(f"for _k in range({m.cols[1] - m.cols[0]}):"):
+                    w(f"{py.role('d_', m.weight)}[_i, {m.cols[0]} + _k] {op} "
+                      f"dS[{m.offset} + _i, _k]")

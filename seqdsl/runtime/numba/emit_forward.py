@@ -1,0 +1,131 @@
+"""The `forward` kernel, written from the plan:
+
+    forward(x, lengths, a0, c0, <params>) -> (out, a, c, <inputs>, <tapes>)
+
+`out` holds the output state at every step (zero past each length); the
+inputs come back with their padding zeroed, and the tapes hold the forward
+values the backward pass reads.
+"""
+from __future__ import annotations
+
+from ...ir.graph import Eqn, Var
+from .codegen import StepCode, comment, vector_prologue
+from .emit import Emission, alloc_steps, stacked_weights, transpose
+from .plan import Group
+
+
+def emit_forward(em: Emission) -> None:
+    plan, w = em.plan, em.w
+    code = em.step_writer(plan.forward, _source(em), lambda g: _product(em, g))
+    code.args_of = lambda e, local: _slices(em, e) if e.op == "linear" else None
+    w("@njit(cache=True, error_model='numpy')")
+    with w.block(f"def forward({em.names(plan.forward_args)}):"):
+        first = em.name(plan.forward_args[0])
+        w(f"_T, _B = {first}.shape[0], {first}.shape[1]")
+        _clean_inputs(em)
+        vector_prologue(plan.forward.graph, em.py, em.const, w, _source(em))
+        stacked_weights(em, plan.groups.values(), transposed=True)
+        _allocate(em)
+        _time_loop(em, code)
+        w(f"return {em.names(plan.forward_returns)}")
+
+
+def _source(em: Emission):
+    """How the forward step reads a value it does not compute: the previous
+    states from their arrays."""
+    prev = {f"{s}<t-1>": s for s in em.plan.states}
+
+    def source(a: Var) -> str:
+        s = em.shared_source(a)
+        if s is not None:
+            return s
+        if a.name in prev:
+            return f"{em.py.role('state_', prev[a.name])}[_b, {{j}}]"
+        raise KeyError(a.name)
+    return source
+
+
+def _product(em: Emission, g: Group) -> list[str]:
+    """The lines of a group's step product."""
+    py, op = em.py, g.operand
+    prev = {f"{s}<t-1>": s for s in em.plan.states}
+    arr = py.role("state_", prev[op]) if op in prev else py.role("buf_", op)
+    return [comment(f"{op} times " + " | ".join(
+                f"{m.weight}[:, {m.cols[0]}:{m.cols[1]}]ᵀ" for m in g.members)
+                + ": one product for all its blocks, made transposed (the"),
+            "# orientation OpenBLAS runs fastest), then laid out batch-major",
+            *_product_in_chunks(py.role("ST_", op), f"{arr}.T", py.role("PT_", op), g.width,
+                                em.plan.chunk_rows.get(op, 0)),
+            *transpose(py.role("PT_", op), py.role("P_", op), g.width)]
+
+
+def _product_in_chunks(w: str, x: str, out: str, rows: int, chunk: int) -> list[str]:
+    """Lines for out = w @ x, `chunk` rows of w at a time if given."""
+    if not chunk:
+        return [f"np.dot({w}, {x}, {out})"]
+    return [f"for _c in range(0, {rows}, {chunk}):",
+            f"    np.dot({w}[_c:_c + {chunk}], {x}, {out}[_c:_c + {chunk}])"]
+
+
+def _slices(em: Emission, e: Eqn) -> list[str]:
+    """A linear's terms: its block of each product of its operands."""
+    terms = []
+    for op, offset in em.plan.slices[e.out.name]:
+        where = "_t, _b" if em.plan.groups[op].hoisted else "_b"
+        terms.append(f"{em.py.role('P_', op)}[{where}, {offset} + _j]")
+    return terms
+
+
+def _clean_inputs(em: Emission) -> None:
+    w, py = em.w, em.py
+    for n in em.plan.inputs:
+        size = em.size(n)
+        w(comment(f"{n} with its padding zeroed, so no product ever reads it"))
+        w(f"{py.role('in_', n)} = {py(n)}")
+        with w.block("if lengths.min() < _T:"):
+            w(f"{py.role('in_', n)} = np.zeros((_T, _B, {size}), DT)")
+            with w.block("for _b in range(_B):"):
+                with w.block("for _t in range(lengths[_b]):"):
+                    with w.block(f"for _k in range({size}):"):
+                        w(f"{py.role('in_', n)}[_t, _b, _k] = {py(n)}[_t, _b, _k]")
+
+
+def _allocate(em: Emission) -> None:
+    """Products, states, buffers, tapes and `out`, before the loop; the
+    products of inputs are made here, for all steps at once."""
+    plan, w, py = em.plan, em.w, em.py
+    for g in plan.groups.values():
+        if g.hoisted:
+            w(comment(f"{g.operand} for all steps at once, times every block applied to it"))
+            w(f"{py.role('P_', g.operand)} = np.dot({py.role('in_', g.operand)}"
+              f".reshape((_T * _B, {g.size})), {py.role('ST_', g.operand)}.T)"
+              f".reshape((_T, _B, {g.width}))")
+        else:
+            w(f"{py.role('P_', g.operand)} = np.empty((_B, {g.width}), DT)")
+            w(f"{py.role('PT_', g.operand)} = np.empty(({g.width}, _B), DT)")
+    for s in plan.states:
+        w(f"{py.role('state_', s)} = {py.role('', s, '0')}.copy()")
+    for n in plan.forward.buffers:
+        w(f"{py.role('buf_', n)} = np.zeros((_B, {em.size(n)}), DT)")
+    for n in plan.taped:
+        # Rows past a length stay zero where a weight gradient's product reads them.
+        alloc_steps(w, py.role("tape_", n), em.size(n), zero_padding=n in plan.zero_padded_tapes)
+    alloc_steps(w, "out", em.size(f"{plan.output}<t>"), zero_padding=True)
+
+
+def _time_loop(em: Emission, code: StepCode) -> None:
+    plan, w, py = em.plan, em.w, em.py
+    prev = {f"{s}<t-1>": s for s in plan.states}
+    with w.block("for _t in range(_T):"):
+        for n in plan.taped:
+            if n in prev:
+                with w.block("for _b in range(_B):"):
+                    with w.block(f"for _k in range({em.size(n)}):"):
+                        w(f"{py.role('tape_', n)}[_t, _b, _k] = "
+                          f"{py.role('state_', prev[n])}[_b, _k]")
+        code.write(w, "_t < lengths[_b]")
+        with w.block("for _b in range(_B):"):
+            with w.block("if _t < lengths[_b]:"):
+                for s in plan.states:
+                    with w.block(f"for _k in range({em.size(s + '<t-1>')}):"):
+                        w(f"{py.role('state_', s)}[_b, _k] = {py.role('buf_', s + '<t>')}[_b, _k]")
