@@ -12,9 +12,12 @@ from .lang import syntax as S
 from .lang.check import scope_cell
 from .errors import SeqError, SeqWarning
 from .ir.lower import CellType, lower_cell
-from .lang.network import NetworkType, check_network
+from .ir.network import NetworkType, cell_signature, lower_network
+from .lang.network import check_network
 from .lang.parse import parse, read_source
-from .runtime.numpy import Cell, bind_sizes
+from .runtime.backends import cell_instance, check_backend
+from .runtime.network import Network, bind_network_sizes
+from .runtime.numpy import bind_sizes
 
 
 @dataclass
@@ -28,17 +31,35 @@ class Spec:
     def cell(self, name: str | None = None) -> CellType:
         """The cell called `name`; without a name, the file's only cell."""
         if name is None:
-            if len(self.cells) != 1:
-                first = next(iter(self.cells), None)
-                raise SeqError(f"{self.file} defines {len(self.cells)} cells"
-                               + (f" ({', '.join(self.cells)}): name one" if first else ""),
-                               hint=first and f"--cell {first} on the command line, "
-                                              f"spec.cell({first!r}) in Python")
-            return next(iter(self.cells.values()))
+            return self._only("cell", self.cells)
         if name not in self.cells:
+            if name in self.networks:
+                raise SeqError(f"`{name}` in {self.file} is a network, not a cell",
+                               hint=f"--network {name} on the command line, "
+                                    f"spec.network({name!r}) in Python")
             raise SeqError(f"{self.file} has no cell `{name}`",
                            hint="cells: " + (", ".join(self.cells) or "none"))
         return self.cells[name]
+
+    def _only(self, kind: str, defined: dict):
+        """The file's only cell or network, or an error saying how to pick one."""
+        if len(defined) != 1:
+            first = next(iter(defined), None)
+            raise SeqError(f"{self.file} defines {len(defined)} {kind}s"
+                           + (f" ({', '.join(defined)}): name one" if first else ""),
+                           hint=first and f"--{kind} {first} on the command line, "
+                                          f"spec.{kind}({first!r}) in Python")
+        return next(iter(defined.values()))
+
+    def network(self, name: str | None = None) -> NetworkType:
+        """The network called `name`; without a name, the file's only network."""
+        if name is None:
+            return self._only("network", self.networks)
+        if name not in self.networks:
+            what = " (it is a cell)" if name in self.cells else ""
+            raise SeqError(f"{self.file} has no network `{name}`{what}",
+                           hint="networks: " + (", ".join(self.networks) or "none"))
+        return self.networks[name]
 
 
 def loads(source: str, file: str = "<string>", library: bool = True) -> Spec:
@@ -60,9 +81,12 @@ def loads(source: str, file: str = "<string>", library: bool = True) -> Spec:
             cells[d.name] = ct
             warnings += ct.warnings
     known = {**(library_cells() if library else {}), **cells}
+    signatures = {n: cell_signature(ct) for n, ct in known.items()}
     for d in module.definitions:
         if isinstance(d, S.NetworkDef):
-            nt = check_network(d, source, known)
+            # Names and forms first, then sizes: one network at a time, so an
+            # error in the first network is the one reported.
+            nt = lower_network(check_network(d, source, signatures), known)
             networks[d.name] = nt
             warnings += nt.warnings
     return Spec(file, source, cells, networks, warnings)
@@ -86,19 +110,24 @@ def library_cells() -> dict[str, CellType]:
     return cells
 
 
-BACKENDS = ("numpy", "numba")
-
-
-def instantiate(ct: CellType, hidden: int | None = None, input: int | None = None,
-                sizes: dict[str, int] | None = None, dtype=np.float64,
-                backend: str = "numpy") -> Cell:
-    """The cell at concrete sizes and dtype. `backend="numpy"` runs the
-    reference interpreter; `"numba"` generates, caches and compiles
-    specialised code (same interface, much faster)."""
-    bound = bind_sizes(ct, hidden, input, sizes)
-    if backend == "numpy":
-        return Cell(ct, bound, dtype)
-    if backend == "numba":
-        from .runtime.numba.runtime import CompiledCell  # numba is imported only when asked for
-        return CompiledCell(ct, bound, dtype)
-    raise SeqError(f"unknown backend `{backend}`; choose one of {', '.join(BACKENDS)}")
+def instantiate(definition: CellType | NetworkType, hidden: int | None = None,
+                input: int | None = None, sizes: dict[str, int] | None = None, dtype=np.float64,
+                backend: str = "numpy"):
+    """A cell or a network at concrete sizes and dtype. `backend="numpy"`
+    runs the reference interpreter; `"numba"` generates, caches and compiles
+    specialised code (same interface, much faster). A network's hidden sizes
+    are written in its spec; `input` and `sizes` give its input sizes (a
+    tokens input's is its vocabulary) and its outputs' numbers of classes."""
+    check_backend(backend)
+    if isinstance(definition, NetworkType):
+        if hidden is not None:
+            raise SeqError(f"hidden: network {definition.name} has its hidden sizes in its "
+                           "spec (`LSTM(H=64)`)", hint="give input sizes and numbers of "
+                           "classes with input= and sizes=")
+        return Network(definition, bind_network_sizes(definition, input, sizes), dtype, backend)
+    if not isinstance(definition, CellType):
+        raise SeqError(f"instantiate: expected a cell or a network of a loaded spec, given "
+                       f"{type(definition).__name__}", hint="spec.cell(name) or "
+                       "spec.network(name)")
+    return cell_instance(definition, bind_sizes(definition, hidden, input, sizes), dtype,
+                         backend)

@@ -50,8 +50,8 @@ def test_graph_text_and_backward(run_cli):
 def test_graph_dot_and_cell_selection(run_cli):
     code, out, _ = run_cli("graph", "seqdsl/lang/library/tagger.seq", "--cell", "LSTM", "--format", "dot")
     assert code == 0 and out.startswith('digraph "LSTM" {') and out.rstrip().endswith("}")
-    code, _, err = run_cli("graph", "seqdsl/lang/library/tagger.seq")
-    assert code == 1 and "defines no cell, only networks (Tagger)" in err and "--cell" in err
+    code, out, _ = run_cli("graph", "seqdsl/lang/library/tagger.seq")  # its only network
+    assert code == 0 and out.startswith("# h.0.fwd, h.0.bwd: cell LSTM (H=64, X=X)\ngraph LSTM")
     code, _, err = run_cli("graph", "seqdsl/lang/library/lstm.seq", "--cell", "Nope")
     assert code == 1 and "has no cell `Nope`" in err
 
@@ -153,3 +153,29 @@ def test_help(cmd):
 def test_no_command_prints_help():
     p = subprocess.run([sys.executable, "-m", "seqdsl"], capture_output=True, text=True)
     assert p.returncode == 2 and "check" in p.stdout and "gradcheck" in p.stdout
+
+
+def test_network_commands(run_cli, tmp_path, monkeypatch):
+    """--network on check, graph, gradcheck and compile; --cell naming a
+    network says it is one."""
+    monkeypatch.setenv("SEQDSL_CACHE_DIR", str(tmp_path / "cache"))
+    f = "seqdsl/lang/library/translate.seq"
+    code, out, _ = run_cli("check", f, "--network", "Translate")
+    assert code == 0 and out.startswith("network Translate") and "cell " not in out
+    code, out, _ = run_cli("graph", f, "--network", "Translate", "--backward")
+    titles = [line for line in out.splitlines() if line.startswith("# ")]
+    assert titles == ["# e: cell LSTM (H=128, X=X)", "# d: cell LSTM (H=128, X=Y)",
+                      "# output ŷ<t>", "# loss of ŷ: cross_entropy"]
+    assert "graph ŷ.cross_entropy.backward" in out and "log_softmax_vjp" in out
+    code, out, _ = run_cli("gradcheck", f, "--entries", 2, "--steps", 3, "--size", "Y2=4")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].startswith("gradcheck Translate (X=3, Y=3, Y2=4; T=3, B=3")
+    assert lines[-1] == "ok: all 18 gradients within 1e-06"
+    code, _, err = run_cli("gradcheck", f, "--cell", "Translate")
+    assert code == 1 and "`Translate` in seqdsl/lang/library/translate.seq is a network" in err
+    code, _, err = run_cli("gradcheck", f, "--hidden", 8)
+    assert code == 1 and "network Translate has its hidden sizes in its spec" in err
+    code, out, _ = run_cli("compile", "seqdsl/lang/library/sentiment.seq", "--size", "X=2")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].startswith("compiled network Sentiment (X=2, Y=3, float32)")
+    assert lines[1].split()[:2] == ["h.0", "GRU"] and lines[2].split()[:2] == ["h.1", "GRU"]

@@ -134,7 +134,7 @@ def spec_file(tmp_path_factory):
 def front_end(path: pathlib.Path) -> None:
     """What `seqdsl check FILE` and `seqdsl graph FILE [--backward] [--format dot]` do."""
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        _check(argparse.Namespace(file=str(path)))
+        _check(argparse.Namespace(file=str(path), network=None))
     for ct in load(str(path)).cells.values():
         for graph in (ct.graph, backward(ct.graph)):
             str(graph), to_dot(graph)

@@ -12,6 +12,7 @@ def add_parser(sub) -> None:
                        "impose, and warnings. Exit status 0 when clean, 1 on errors.",
                        epilog=EPILOG)
     c.add_argument("file", metavar="FILE")
+    c.add_argument("--network", metavar="NAME", help="list only this network")
     c.set_defaults(run=run)
 
 
@@ -22,7 +23,10 @@ def _shape(shape: tuple[Size, ...]) -> str:
 def run(args) -> int:
     spec = load(args.file)
     out = []
-    for ct in spec.cells.values():
+    networks = spec.networks.values()
+    if args.network is not None:
+        networks = [spec.network(args.network)]
+    for ct in spec.cells.values() if args.network is None else ():
         out.append(f"cell {ct.name}  ({args.file}:{ct.loc.line})")
         out.append("  inputs      " + ", ".join(f"{n}: {s}" for n, s in ct.inputs))
         out.append("  states      " + ", ".join(f"{n}: {s}" for n, s in ct.states)
@@ -36,7 +40,7 @@ def run(args) -> int:
         for c in ct.constraints:
             out.append(f"  constraint  input size {c} (required by line {c.loc.line}); "
                        f"instantiate it with that size")
-    for nt in spec.networks.values():
+    for nt in networks:
         out.append(f"network {nt.name}  ({args.file}:{nt.loc.line})  {nt.kind}")
         out.append("  inputs      " + ", ".join(
             f"{n}: {s}" + (" (one-hot token ids)" if k == "tokens" else "")

@@ -12,12 +12,25 @@ EPILOG = "Errors are reported as file:line:col with the source line; --traceback
 TRACEBACK_HELP = "show Python tracebacks on errors"
 
 
+DEFAULT_HIDDEN = 4
+DEFAULT_SIZE = 3  # an input's size, or a network output's number of classes
+
+
+def definition_args(p, cell_help: str | None = None):
+    p.add_argument("--cell", metavar="NAME", help=cell_help or "the cell (default: the file's "
+                   "only cell; a library cell such as LSTM may be named too)")
+    p.add_argument("--network", metavar="NAME", help="a network of the file instead of a cell "
+                   "(default for a file that has networks and no cell)")
+
+
 def size_args(p):
-    p.add_argument("--hidden", type=positive_int, default=4, metavar="N", help="state size H (4)")
+    p.add_argument("--hidden", type=positive_int, default=None, metavar="N",
+                   help=f"a cell's state size H ({DEFAULT_HIDDEN}); a network's are in its spec")
     p.add_argument("--input", type=positive_int, default=None, metavar="N",
-                   help="input size (3, or what the cell's equations require)")
+                   help=f"input size ({DEFAULT_SIZE}, or what the cell's equations require)")
     p.add_argument("--size", type=size_binding, action="append", default=[], metavar="NAME=N",
-                   help="bind any other size symbol, e.g. --size K=5")
+                   help="bind any other size symbol, e.g. --size K=5, or a network's number of "
+                   f"classes, --size Y=10 ({DEFAULT_SIZE})")
 
 
 # ---- argument types: a bad value is a one-line usage error ---------------------------
@@ -88,19 +101,33 @@ def pick_cell(spec, name):
     return spec.cell(name)
 
 
-def sizes(args, ct) -> dict[str, int]:
-    """--size bindings; a symbol the cell does not have is ignored, with a
-    warning naming the ones it has (a typo would otherwise go unnoticed)."""
+def pick(spec, args):
+    """("cell", CellType) or ("network", NetworkType), as --cell and
+    --network name it: by default the file's only cell, or its only network
+    when it has no cell."""
+    if args.network is not None:
+        if args.cell is not None:
+            raise SeqError("give --cell or --network, not both")
+        return "network", spec.network(args.network)
+    if args.cell is None and not spec.cells and spec.networks:
+        return "network", spec.network()
+    return "cell", pick_cell(spec, args.cell)
+
+
+def sizes(args, what: str, name: str, symbols: list[str]) -> dict[str, int]:
+    """--size bindings; a symbol the cell or network does not have is
+    ignored, with a warning naming the ones it has (a typo would otherwise
+    go unnoticed)."""
     sizes = {}
-    for name, value in args.size:
-        if name in sizes:
-            raise SeqError(f"--size {name}= given twice ({sizes[name]} and {value})")
-        if name not in ct.symbols:
-            known = ", ".join(ct.symbols) or "none"
-            print(f"warning: --size {name}={value}: cell {ct.name} has no size `{name}` "
+    for sym, value in args.size:
+        if sym in sizes:
+            raise SeqError(f"--size {sym}= given twice ({sizes[sym]} and {value})")
+        if sym not in symbols:
+            known = ", ".join(symbols) or "none"
+            print(f"warning: --size {sym}={value}: {what} {name} has no size `{sym}` "
                   f"(its sizes: {known}); ignored", file=sys.stderr)
             continue
-        sizes[name] = value
+        sizes[sym] = value
     return sizes
 
 
@@ -112,14 +139,40 @@ def input_size(args, ct) -> int | None:
 
 
 def instantiate_from_args(args, backend: str, announce: bool):
-    """The cell that FILE and --cell name, at the sizes and dtype the
-    arguments give; `announce` says on stderr that a compile is coming."""
+    """The cell or network that FILE, --cell and --network name, at the
+    sizes and dtype the arguments give: ("cell" or "network", its type, the
+    instance). `announce` says on stderr that a compile is coming."""
     from ..spec import instantiate
-    ct = pick_cell(load(args.file), args.cell)
+    kind, definition = pick(load(args.file), args)
     if announce:
-        print(f"compiling {ct.name} ...", file=sys.stderr, flush=True)
-    return ct, instantiate(ct, args.hidden, input_size(args, ct), sizes(args, ct),
-                           dtype=args.dtype, backend=backend)
+        print(f"compiling {definition.name} ...", file=sys.stderr, flush=True)
+    if kind == "network":
+        return kind, definition, instantiate(definition, sizes=network_sizes(args, definition),
+                                             dtype=args.dtype, backend=backend)
+    hidden = DEFAULT_HIDDEN if args.hidden is None else args.hidden
+    return kind, definition, instantiate(
+        definition, hidden, input_size(args, definition),
+        sizes(args, "cell", definition.name, definition.symbols), dtype=args.dtype,
+        backend=backend)
+
+
+def network_sizes(args, nt) -> dict[str, int]:
+    """A network's input sizes and numbers of classes: --input for its only
+    input, --size by name, 3 for the others."""
+    if args.hidden is not None:
+        raise SeqError(f"--hidden: network {nt.name} has its hidden sizes in its spec "
+                       "(`LSTM(H=64)`)", hint="give input sizes and numbers of classes with "
+                       "--input and --size NAME=N")
+    symbols = list(dict.fromkeys([str(s) for _, _, s in nt.inputs] + [str(h.size) for h in
+                                                                         nt.heads]))
+    bound = sizes(args, "network", nt.name, symbols)
+    if args.input is not None:
+        if len(nt.inputs) != 1:
+            raise SeqError(f"--input: network {nt.name} has {len(nt.inputs)} inputs",
+                           hint="give their sizes by name: " + " ".join(
+                               f"--size {s}=N" for _, _, s in nt.inputs))
+        bound.setdefault(str(nt.inputs[0][2]), args.input)
+    return {s: bound.get(s, DEFAULT_SIZE) for s in symbols}
 
 
 def table(rows, indent=2) -> list[str]:

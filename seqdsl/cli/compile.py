@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import EPILOG, instantiate_from_args, size_args
+from ..errors import SeqError
+from .common import EPILOG, definition_args, instantiate_from_args, size_args
 
 
 def add_parser(sub) -> None:
@@ -13,9 +14,10 @@ def add_parser(sub) -> None:
                        "generate Python source specialised to its sizes and dtype, and compile it "
                        "with Numba (cached on disk: a second run loads it). Prints a summary: "
                        "parameters, FLOPs per step, where the source is, compile time and "
-                       "whether the cache was hit.", epilog=EPILOG)
+                       "whether the cache was hit. With --network, every cell of the network, "
+                       "one summary line each.", epilog=EPILOG)
     m.add_argument("file", metavar="FILE")
-    m.add_argument("--cell", metavar="NAME")
+    definition_args(m)
     size_args(m)
     m.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="floating-point type of the compiled code (float32)")
@@ -27,7 +29,9 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..runtime.numba.plan import product_groups
-    ct, cell = instantiate_from_args(args, "numba", announce=args.emit == "summary")
+    kind, ct, cell = instantiate_from_args(args, "numba", announce=args.emit == "summary")
+    if kind == "network":
+        return _network(cell, args)
     if args.emit == "source":
         print(cell.source, end="")
         return 0
@@ -57,6 +61,27 @@ def run(args) -> int:
     print(f"  source      {cell.source_path}")
     hit = "cache hit" if cell.loaded.cache_hit else "compiled, now cached"
     print(f"  compile     {cell.loaded.seconds:.2f} s ({hit})")
+    return 0
+
+
+def _network(net, args) -> int:
+    """One line per cell of the network: where it is, its sizes, its
+    compile time and whether the cache had it."""
+    if args.emit != "summary":
+        raise SeqError(f"--emit {args.emit} shows one cell: name it with --cell",
+                       hint="a network's cells are listed by `seqdsl compile --network`")
+    bound = ", ".join(f"{k}={v}" for k, v in net.sizes.items())
+    print(f"compiled network {net.type.name} ({bound}, {args.dtype}) from {args.file}")
+    for layer in net.layers.values():
+        for prefix, c in layer.cells():
+            cell = c.runner
+            sizes = ", ".join(f"{k}={v}" for k, v in c.cell.sizes.items())
+            how = " (token ids looked up)" if c.tokens is not None else ""
+            hit = "cache hit" if cell.loaded.cache_hit else "compiled, now cached"
+            print(f"  {prefix:<10} {c.cell.type.name} ({sizes}){how}: "
+                  f"{cell.loaded.seconds:.2f} s ({hit})  {cell.source_path}")
+    total = sum(int(np.prod(s)) for s in net.param_shapes.values())
+    print(f"  parameters  {total:,} in {len(net.param_shapes)}")
     return 0
 
 

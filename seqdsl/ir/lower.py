@@ -163,7 +163,8 @@ def lower_cell(scope: CellScope) -> CellType:
 
 
 class _Lowerer:
-    def __init__(self, scope: CellScope, unify: Unifier, state_sizes, in_syms):
+    def __init__(self, scope: CellScope, unify: Unifier, state_sizes, in_syms,
+                 param_shapes: dict[str, tuple[Size, ...]] | None = None):
         self.scope = scope
         self.unify = unify
         self.state_sizes = state_sizes
@@ -177,8 +178,12 @@ class _Lowerer:
         for n, s in state_sizes.items():
             self.values[f"{n}<t-1>"] = Var(f"{n}<t-1>", BATCH, (s,))
         self.params: dict[str, Var] = {}
+        # A parameter whose shape is already known (a network head's, inferred
+        # by an earlier head that uses it too) keeps that shape: one parameter.
+        known = param_shapes or {}
         for name, use in scope.params.items():
-            shape = (unify.fresh(), unify.fresh()) if use.kind == MATRIX else (unify.fresh(),)
+            shape = known.get(name) or (
+                (unify.fresh(), unify.fresh()) if use.kind == MATRIX else (unify.fresh(),))
             self.params[name] = Var(name, use.kind, shape)
 
     def run(self) -> list[Eqn]:

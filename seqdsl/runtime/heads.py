@@ -1,0 +1,128 @@
+"""A network's heads and losses at run time.
+
+A head's step graph (lowered like a cell's) runs once over all the rows it
+has: every valid step of every example for `ŷ<t>`, each example's own last
+step for `ŷ`. Its loss graph runs over the labelled rows, and the backward
+graph autodiff derives from it gives the gradients of the heads' inputs and
+parameters. The row arrays are gathered and scattered whole: nothing runs
+per step.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import SeqError
+from ..ir.autodiff import backward as derive_backward
+from ..ir.losses import LOSSES, default_loss, loss_graph
+from ..ir.network import Head
+from . import validate
+from .interp import evaluate, specialise
+
+REDUCTIONS = ("mean", "sum")
+
+
+class HeadRun:
+    """One head at bound sizes: its rows, its output and its loss."""
+
+    def __init__(self, head: Head, sizes: dict[str, int], dtype):
+        self.name = head.name
+        self.per_step = head.per_step
+        self.dtype = dtype
+        self.graph = specialise(head.graph, sizes)
+        self.reads = [v.name for v in self.graph.inputs]
+        self.params = [p.name for p in self.graph.params]
+        self.size = self.graph.outputs[0].size.value()
+        self.default_loss = default_loss(self.graph)
+        self._losses: dict[str, tuple] = {}
+
+    def rows(self, lengths: np.ndarray, T: int) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, examples) of the rows this head has."""
+        if self.per_step:
+            return np.nonzero(np.arange(T)[:, None] < lengths[None, :])
+        b = np.nonzero(lengths > 0)[0]
+        return lengths[b] - 1, b
+
+    def _env(self, params, sequences, t, b) -> dict[str, np.ndarray]:
+        env = {n: params[n] for n in self.params}
+        env.update((n, sequences[n][t, b]) for n in self.reads)
+        return env
+
+    def forward(self, params, sequences, lengths, T: int, B: int) -> np.ndarray:
+        """(T, B, size) for a per-step head, zero past each length; (B, size)
+        for a last-step head, zero for an example of length 0."""
+        t, b = self.rows(lengths, T)
+        out = evaluate(self.graph, self._env(params, sequences, t, b), len(t), self.dtype)
+        values = out[self.graph.outputs[0].name]
+        full = np.zeros(((T,) if self.per_step else ()) + (B, self.size), self.dtype)
+        if self.per_step:
+            full[t, b] = values
+        else:
+            full[b] = values
+        return full
+
+    def graphs(self, loss: str):
+        """The loss graph of `loss` for this head and its derived backward."""
+        if loss not in self._losses:
+            g = loss_graph(self.graph, loss)
+            self._losses[loss] = (g, derive_backward(g))
+        return self._losses[loss]
+
+    def loss_and_grad(self, params, sequences, lengths, T, B, target, mask, loss, reduction):
+        """The loss over this head's labelled rows; the gradients of the
+        sequences it reads (as (rows, values) to scatter) and of its params."""
+        loss = self.check_loss(loss)
+        t, b = self.rows(lengths, T)
+        dense, keep = self.targets(target, mask, t, b, T, B, loss)
+        t, b = t[keep], b[keep]
+        g, bwd = self.graphs(loss)
+        env = self._env(params, sequences, t, b)
+        env[g.inputs[-1].name] = dense
+        env = evaluate(g, env, len(t), self.dtype)
+        terms = env[g.outputs[0].name]
+        count = len(t) * (1 if loss == "cross_entropy" else self.size)
+        weight = 1.0 / count if reduction == "mean" and count else 1.0
+        value = float(terms.sum()) * weight
+        env[f"d_{g.outputs[0].name}"] = np.full(terms.shape, weight, self.dtype)
+        env = evaluate(bwd, env, len(t), self.dtype)
+        d_reads = {n: ((t, b), env[f"d_{n}"]) for n in self.reads}
+        return value, d_reads, {n: env[f"d_{n}"] for n in self.params}
+
+    def check_loss(self, loss: str | None) -> str:
+        if loss is None:
+            return self.default_loss
+        if loss not in LOSSES:
+            raise SeqError(f"loss: unknown loss {loss!r} for output `{self.name}`; choose one "
+                           f"of {', '.join(LOSSES)}")
+        return loss
+
+    def targets(self, target, mask, t, b, T, B, loss):
+        """The target rows as dense values (class ids one-hot) and which of
+        this head's rows are labelled: inside the lengths, not masked out,
+        and, for class ids, not negative."""
+        where = (T, B) if self.per_step else (B,)
+        arg = f"targets[{self.name!r}]"
+        a = np.asarray(target) if target is not None else None
+        if a is None:
+            raise SeqError(f"{arg}: no targets given for output `{self.name}`")
+        index = (t, b) if self.per_step else (b,)
+        keep = np.ones(len(t), bool)
+        if mask is not None:
+            m = np.asarray(mask)
+            m = m.astype(np.int8) if m.dtype == bool else m
+            m = validate.as_array(f"mask[{self.name!r}]", m, np.float64, where,
+                                  "nonzero: the step counts")
+            keep &= m[index] != 0
+        if loss == "cross_entropy" and a.dtype.kind in "iu":
+            ids = validate.as_array(arg, a, np.int64, where, "class ids; negative: unlabelled")
+            ids = ids[index]
+            keep &= ids >= 0
+            bad = ids[keep] >= self.size
+            if bad.any():
+                raise SeqError(f"{arg}: class id {int(ids[keep][bad][0])} is out of range for "
+                               f"output `{self.name}`, which has {self.size} classes")
+            dense = np.zeros((int(keep.sum()), self.size), self.dtype)
+            dense[np.arange(len(dense)), ids[keep]] = 1
+            return dense, keep
+        values = validate.as_array(arg, a, self.dtype, where + (self.size,),
+                                   "targets per class")
+        return np.ascontiguousarray(values[index][keep]), keep
