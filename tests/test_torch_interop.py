@@ -299,7 +299,6 @@ def test_single_layer_parity(name, dtype, backend):
 def net_parity(name, dtype, backend, reduction):
     """Errors of a 2-layer bidirectional sequence with a linear head and MSE
     against torch: outputs, heads, final states, every gradient."""
-    pytest.importorskip("seqdsl.runtime.network")
     H, X, Y, T, B = 4, 3, 2, 6, 5
     lengths = np.array([3, 6, 1, 4, 6])
     rng = np.random.default_rng(2)
@@ -335,12 +334,13 @@ def net_parity(name, dtype, backend, reduction):
     return errors
 
 
-@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("dtype,reduction", [("float64", "mean"), ("float64", "sum"),
+                                             ("float32", "mean")])
 @pytest.mark.parametrize("name", MODULES)
-def test_network_parity(name, reduction):
-    errors = net_parity(name, "float64", "numpy", reduction)
-    print(name, reduction, f"worst {max(errors.values()):.1e}")
-    assert max(errors.values()) <= TOL["float64"], errors
+def test_network_parity(name, dtype, reduction):
+    errors = net_parity(name, dtype, "numpy", reduction)
+    print(name, dtype, reduction, f"worst {max(errors.values()):.1e}")
+    assert max(errors.values()) <= TOL[dtype], errors
 
 
 @pytest.mark.parametrize("name,dtype", [("LSTM", "float32")])  # each compile takes ~20 s
