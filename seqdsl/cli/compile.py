@@ -9,7 +9,7 @@ from .common import EPILOG, definition_args, instantiate_from_args, size_args
 
 
 def add_parser(sub) -> None:
-    m = sub.add_parser("compile", help="generate, compile and cache a cell's Numba kernels",
+    m = sub.add_parser("compile", help="generate, compile and cache the Numba kernels of a cell or a network",
                        description="Parse, check and differentiate a cell, plan its products, "
                        "generate Python source specialised to its sizes and dtype, and compile it "
                        "with Numba (cached on disk: a second run loads it). Prints a summary: "
