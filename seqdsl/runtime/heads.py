@@ -6,6 +6,11 @@ step for `ŷ`. Its loss graph runs over the labelled rows, and the backward
 graph autodiff derives from it gives the gradients of the heads' inputs and
 parameters. The row arrays are gathered and scattered whole: nothing runs
 per step.
+
+On the numba backend the three row graphs (the head's, its loss's and that
+loss's backward) run as generated, Numba-compiled code (numba/rows.py), from
+the same op registry and code generator as the cells; on numpy, through the
+interpreter.
 """
 from __future__ import annotations
 
@@ -21,10 +26,44 @@ from .interp import evaluate, specialise
 REDUCTIONS = ("mean", "sum")
 
 
+class Interpreted:
+    """Row graphs run by the NumPy interpreter."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+
+    def __call__(self, graph, env, batch: int, wanted: list[str]) -> dict:
+        return evaluate(graph, env, batch, self.dtype)
+
+
+class Compiled:
+    """Row graphs run by generated code, each compiled on first use (a graph
+    the generator does not write runs through the interpreter)."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+        self._compiled: dict = {}
+
+    def __call__(self, graph, env, batch: int, wanted: list[str]) -> dict:
+        from .numba.emit_rows import Unsupported
+        from .numba.rows import CompiledRows
+        key = (id(graph), tuple(wanted))
+        if key not in self._compiled:
+            try:
+                self._compiled[key] = (graph, CompiledRows(graph, self.dtype, wanted))
+            except Unsupported:
+                self._compiled[key] = (graph, None)
+        run = self._compiled[key][1]
+        if run is None:
+            return evaluate(graph, env, batch, self.dtype)
+        return {**env, **run(env)}
+
+
 class HeadRun:
     """One head at bound sizes: its rows, its output and its loss."""
 
-    def __init__(self, head: Head, sizes: dict[str, int], dtype):
+    def __init__(self, head: Head, sizes: dict[str, int], dtype, backend: str = "numpy"):
+        self.run = Compiled(dtype) if backend == "numba" else Interpreted(dtype)
         self.name = head.name
         self.per_step = head.per_step
         self.dtype = dtype
@@ -51,8 +90,8 @@ class HeadRun:
         """(T, B, size) for a per-step head, zero past each length; (B, size)
         for a last-step head, zero for an example of length 0."""
         t, b = self.rows(lengths, T)
-        out = evaluate(self.graph, self._env(params, sequences, t, b), len(t), self.dtype)
-        values = out[self.graph.outputs[0].name]
+        name = self.graph.outputs[0].name
+        values = self.run(self.graph, self._env(params, sequences, t, b), len(t), [name])[name]
         full = np.zeros(((T,) if self.per_step else ()) + (B, self.size), self.dtype)
         if self.per_step:
             full[t, b] = values
@@ -77,13 +116,16 @@ class HeadRun:
         g, bwd = self.graphs(loss)
         env = self._env(params, sequences, t, b)
         env[g.inputs[-1].name] = dense
-        env = evaluate(g, env, len(t), self.dtype)
+        # The loss terms, and the forward values the backward reads.
+        made = {e.out.name for e in g.eqns}
+        env = self.run(g, env, len(t), [g.outputs[0].name] + [
+            v.name for v in bwd.inputs if v.name in made])
         terms = env[g.outputs[0].name]
         count = len(t) * (1 if loss == "cross_entropy" else self.size)
         weight = 1.0 / count if reduction == "mean" and count else 1.0
         value = float(terms.sum()) * weight
         env[f"d_{g.outputs[0].name}"] = np.full(terms.shape, weight, self.dtype)
-        env = evaluate(bwd, env, len(t), self.dtype)
+        env = self.run(bwd, env, len(t), [f"d_{n}" for n in self.reads + self.params])
         d_reads = {n: ((t, b), env[f"d_{n}"]) for n in self.reads}
         return value, d_reads, {n: env[f"d_{n}"] for n in self.params}
 

@@ -97,7 +97,7 @@ class Network:
                        for n, layer in nt.sequences.items()}
         first = next(c for layer in self.layers.values() for _, c in layer.cells())
         self.dtype = first.cell.dtype
-        self.heads = [HeadRun(h, sizes, self.dtype) for h in nt.heads]
+        self.heads = [HeadRun(h, sizes, self.dtype, self.backend) for h in nt.heads]
         self.inputs = {n: (kind, s.subst(sizes).value()) for n, kind, s in nt.inputs}
         self.param_shapes = {n: tuple(d.subst(sizes).value() for d in shape)
                              for n, shape in nt.params.items()}

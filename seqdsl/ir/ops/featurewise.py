@@ -91,9 +91,9 @@ def _log_softmax_row(e, out, a, const) -> list[str]:
         "_s = K0",
         f"for _k in range({n}):",
         f"    _s += np.exp({at(a[0], '_k')} - _m)",
-        "_s = _m + np.log(_s)",
+        "_s = np.log(_s)",  # subtracted after _m, as the NumPy evaluation does
         f"for _k in range({n}):",
-        f"    {at(out, '_k')} = {at(a[0], '_k')} - _s"]
+        f"    {at(out, '_k')} = {at(a[0], '_k')} - _m - _s"]
 
 
 def _log_softmax_vjp_row(e, out, a, const) -> list[str]:

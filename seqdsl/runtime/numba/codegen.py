@@ -30,7 +30,7 @@ from ...ir.ops import OPS, Accumulate, Row, Scalar
 # op's row code are named in its registry entry.
 GENERATOR_NAMES = frozenset({
     "np", "DT", "njit", "sigmoid", "tanh", "forward", "backward", "lengths", "out", "dout",
-    "dS", "_T", "_B", "_t", "_b", "_j", "_k", "_i", "_i0", "_c",
+    "dS", "run", "_T", "_B", "_t", "_b", "_j", "_k", "_i", "_i0", "_c",
 }) | frozenset(n for op in OPS.values() if isinstance(op.code, Row) for n in op.code.scratch)
 RESERVED = (frozenset(keyword.kwlist) | frozenset(keyword.softkwlist)
             | frozenset(dir(builtins)) | GENERATOR_NAMES)
