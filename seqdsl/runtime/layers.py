@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import scipy.sparse
 
 from ..ir.graph import Size
 from ..ir.lower import CellType
@@ -25,6 +26,7 @@ class Run:
     """What one forward pass through the layers keeps for the backward."""
 
     finals: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # prefix -> states
+    starts: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # given first states
     records: dict[str, object] = field(default_factory=dict)  # prefix -> a layer's trace
     d_finals: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     params: dict[str, np.ndarray] = field(default_factory=dict)  # as checked
@@ -88,7 +90,9 @@ class CellLayer:
                 for k in self.tokens.lookups}
 
     def forward(self, params, x, lengths, run: Run) -> np.ndarray:
-        state0 = run.finals[self.init] if self.init else None
+        state0 = run.starts.get(self.prefix)
+        if state0 is None and self.init:
+            state0 = run.finals[self.init]
         own = {n: params[k] for k, n in self.names.items()}
         r = self.runner.forward(self._own(params), self._input(own, x, lengths), lengths, state0)
         run.finals[self.prefix] = r.final
@@ -116,9 +120,16 @@ class CellLayer:
         valid = np.arange(len(ids))[:, None] < lengths[None, :]
         for c in self.tokens.columns:
             grads[f"{self.prefix}.{c.weight}"][:, list(c.cols)] += g.params[c.name]
+        # Summed per token id as one sparse product (ids x rows), which is
+        # many times faster than np.add.at and needs no dense one-hot matrix.
+        if not self.tokens.lookups:
+            return
+        used = ids[valid]
+        dtype = g.inputs[self.tokens.lookups[0].name].dtype
+        rows = scipy.sparse.csr_matrix((np.ones(len(used), dtype), (used, np.arange(len(used)))),
+                                       shape=(self.vocabulary, len(used)))
         for k in self.tokens.lookups:
-            d = np.zeros((self.vocabulary, k.rows), g.inputs[k.name].dtype)
-            np.add.at(d, ids[valid], g.inputs[k.name][valid])
+            d = rows @ g.inputs[k.name][valid]
             grads[f"{self.prefix}.{k.weight}"][:, k.lo:k.hi] += d.T
 
 

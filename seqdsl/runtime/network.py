@@ -183,16 +183,23 @@ class Network:
 
     # ---- running -----------------------------------------------------------------------
 
-    def forward(self, params, inputs, lengths=None) -> NetworkResult:
-        """Every sequence, head and final state for a batch of inputs."""
+    def forward(self, params, inputs, lengths=None, states=None) -> NetworkResult:
+        """Every sequence, head and final state for a batch of inputs.
+        `states` gives layers their first states by layer (`a`, `h.0.fwd`:
+        the keys of `final`), as a model run one step at a time carries them;
+        a layer given none starts from zero, or from its `init`."""
         with self._blas():
-            return self._forward(params, inputs, lengths)
+            return self._forward(params, inputs, lengths, states)
 
-    def _forward(self, params, inputs, lengths) -> NetworkResult:
+    def layer_names(self) -> list[str]:
+        """The cell layers by the names `final` and `states` use."""
+        return [prefix for layer in self.layers.values() for prefix, _ in layer.cells()]
+
+    def _forward(self, params, inputs, lengths, states=None) -> NetworkResult:
         p = validate.params(params, self.param_shapes, {}, self.dtype,
                             f"network {self.type.name}'s parameters")
         xs, ls = self._inputs(inputs, lengths)
-        seqs, run = dict(xs), Run()
+        seqs, run = dict(xs), Run(starts=self._starts(states))
         for name, layer in self.layers.items():
             src = self.type.reads[name]
             ls[name] = ls[src]
@@ -204,6 +211,21 @@ class Network:
             heads[h.name] = h.forward(p, seqs, ls[h.reads[0]], T, B)
         run.params, run.sequences = p, seqs
         return NetworkResult(heads, {n: seqs[n] for n in self.layers}, run.finals, ls, run)
+
+    def _starts(self, states) -> dict:
+        """`states` checked: known layer names, dicts of state arrays (each
+        layer's cell checks their shapes when it runs)."""
+        if states is None:
+            return {}
+        if not isinstance(states, Mapping):
+            raise SeqError(f"states: expected a dict by layer name, given {type(states).__name__}",
+                           hint="layers: " + ", ".join(self.layer_names()))
+        unknown = [k for k in states if k not in self.layer_names()]
+        if unknown:
+            raise SeqError(f"states: network {self.type.name} has no layer "
+                           f"{', '.join(map(repr, unknown))}",
+                           hint="layers: " + ", ".join(self.layer_names()))
+        return {k: v for k, v in states.items() if v is not None}
 
     def _one_hot(self, xs, ls) -> dict[str, np.ndarray]:
         """The token inputs a head reads, as one-hot rows (zero past lengths)."""

@@ -1,0 +1,1 @@
+"""Training and generation: data and vocabularies, optimisers, checkpoints, the fit loop, sampling."""

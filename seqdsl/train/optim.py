@@ -1,0 +1,251 @@
+"""Optimisers and gradient clipping over parameter dicts (`name -> array`).
+
+Every optimiser updates the parameters in place and can hand out its whole
+state -- arrays plus JSON-able scalars -- so a checkpoint can store it and a
+fresh optimiser can go on bit for bit where the old one stopped. The update
+rules are those of `torch.optim` with its defaults (SGD; SGD with momentum 0.9
+and no dampening; Adam with bias correction), so numbers can be compared.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+from numbers import Real
+
+import numpy as np
+
+from ..errors import SeqError
+
+OPTIMIZERS = ("sgd", "momentum", "adam")
+
+
+class Optimizer:
+    """Base class: a learning rate, a step count and per-parameter slots.
+
+    A subclass names its slots (`SLOTS`, e.g. ("m", "v")) and its scalar
+    hyperparameters (`SCALARS`), and writes `_update`.
+    """
+
+    name = "optimizer"
+    SLOTS: tuple[str, ...] = ()
+    SCALARS: tuple[str, ...] = ("lr",)
+
+    def __init__(self, lr: float):
+        self.lr = _positive(lr, "learning rate", "--lr 0.001")
+        self.t = 0  # steps taken; Adam's bias correction depends on it
+        self.slots: dict[str, dict[str, np.ndarray]] = {s: {} for s in self.SLOTS}
+
+    def step(self, params: dict, grads: dict) -> None:
+        """One update of every parameter in `params` (in place) from `grads`."""
+        _same_names(params, grads)
+        self.t += 1
+        for name, p in params.items():
+            g = np.asarray(grads[name])
+            if g.shape != p.shape:
+                raise SeqError(f"the gradient of {name} has shape {g.shape}, the parameter "
+                               f"{p.shape}")
+            self._update(p, g, *(self._slot(s, name, p) for s in self.SLOTS))
+
+    def _update(self, p: np.ndarray, g: np.ndarray, *slots: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _slot(self, slot: str, name: str, p: np.ndarray) -> np.ndarray:
+        table = self.slots[slot]
+        a = table.get(name)
+        if a is None:
+            # Only a first step may start a slot at zero; later, a missing slot
+            # means the state belongs to another set of parameters.
+            if self.t > 1:
+                raise SeqError(f"the {self.name} optimiser's state has no `{slot}` for "
+                               f"parameter {name}", hint="the state was saved for other "
+                               "parameters; start the optimiser afresh")
+            a = table[name] = np.zeros_like(p)
+        elif a.shape != p.shape:
+            raise SeqError(f"the {self.name} optimiser's `{slot}` for {name} has shape "
+                           f"{a.shape}, the parameter {p.shape}")
+        elif a.dtype != p.dtype:
+            a = table[name] = a.astype(p.dtype)
+        return a
+
+    # ---- state -------------------------------------------------------------------------
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """(arrays keyed `slot/param`, JSON-able scalars) -- all `load_state` needs."""
+        arrays = {f"{s}/{n}": a.copy() for s, table in self.slots.items()
+                  for n, a in table.items()}
+        names = sorted({n for table in self.slots.values() for n in table})
+        meta = {"name": self.name, "t": self.t, "params": names}
+        meta.update((k, getattr(self, k)) for k in self.SCALARS)
+        return arrays, meta
+
+    def load_state(self, arrays: dict, meta: dict) -> None:
+        """Restore what `state` returned, hyperparameters included; SeqError if
+        it is another optimiser's state or lacks a parameter's slot."""
+        if not isinstance(meta, dict) or meta.get("name") != self.name:
+            other = meta.get("name") if isinstance(meta, dict) else None
+            raise SeqError(f"the saved optimiser state is {other or 'not an optimiser'}'s, "
+                           f"not {self.name}'s", hint=f"use --optimizer {other}" if other
+                           in OPTIMIZERS else None)
+        missing = [k for k in ("t", "params", *self.SCALARS) if k not in meta]
+        if missing:
+            raise SeqError(f"the saved {self.name} state lacks {', '.join(missing)}")
+        if not (isinstance(meta["params"], list)
+                and all(isinstance(n, str) for n in meta["params"])):
+            raise SeqError(f"the saved {self.name} state's parameter list is not a list of "
+                           "names")
+        wanted = {f"{s}/{n}" for s in self.SLOTS for n in meta["params"]}
+        absent = sorted(wanted - set(arrays))
+        extra = sorted(set(arrays) - wanted)
+        if absent or extra:
+            what = (f"has no {', '.join(absent)}" if absent
+                    else f"has unexpected {', '.join(extra)}")
+            raise SeqError(f"the saved {self.name} state {what}",
+                           hint="the state does not match its parameter list")
+        self.t = int(meta["t"])
+        for k in self.SCALARS:
+            setattr(self, k, float(meta[k]))
+        self.slots = {s: {} for s in self.SLOTS}
+        for key in sorted(wanted):
+            slot, name = key.split("/", 1)
+            self.slots[slot][name] = np.array(arrays[key], copy=True)
+
+
+class SGD(Optimizer):
+    """p -= lr * g"""
+
+    name = "sgd"
+
+    def _update(self, p, g):
+        p -= self.lr * g
+
+
+class Momentum(Optimizer):
+    """v = beta*v + g; p -= lr*v  (torch.optim.SGD, momentum=beta, dampening 0)."""
+
+    name = "momentum"
+    SLOTS = ("v",)
+    SCALARS = ("lr", "beta")
+
+    def __init__(self, lr: float, beta: float = 0.9):
+        super().__init__(lr)
+        self.beta = _fraction(beta, "momentum")
+
+    def _update(self, p, g, v):
+        v *= self.beta
+        v += g
+        p -= self.lr * v
+
+
+class Adam(Optimizer):
+    """Kingma & Ba with bias correction, in torch.optim.Adam's order of operations."""
+
+    name = "adam"
+    SLOTS = ("m", "v")
+    SCALARS = ("lr", "beta1", "beta2", "eps")
+
+    def __init__(self, lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
+        super().__init__(lr)
+        self.beta1 = _fraction(beta1, "beta1")
+        self.beta2 = _fraction(beta2, "beta2")
+        self.eps = _positive(eps, "Adam's eps", None)
+
+    def _update(self, p, g, m, v):
+        m *= self.beta1
+        m += (1 - self.beta1) * g
+        v *= self.beta2
+        v += (1 - self.beta2) * (g * g)
+        step_size = self.lr / (1 - self.beta1 ** self.t)
+        root = math.sqrt(1 - self.beta2 ** self.t)
+        p -= step_size * (m / (np.sqrt(v) / root + self.eps))
+
+
+_CLASSES = {"sgd": SGD, "momentum": Momentum, "adam": Adam}
+
+
+def make_optimizer(name: str, lr: float) -> Optimizer:
+    """The optimiser called `name` (one of OPTIMIZERS) with learning rate `lr`."""
+    cls = _CLASSES.get(name)
+    if cls is None:
+        close = difflib.get_close_matches(str(name), OPTIMIZERS, n=1)
+        raise SeqError(f"unknown optimiser {name!r}; the optimisers are "
+                       f"{', '.join(OPTIMIZERS)}",
+                       hint=f"did you mean {close[0]}?" if close else None)
+    return cls(lr)
+
+
+# ---- clipping -----------------------------------------------------------------------------
+
+
+def global_norm(grads: dict) -> float:
+    """The L2 norm of all gradients together, as one vector."""
+    # float64 so float32 gradients near 1e19 do not overflow when squared.
+    total = 0.0
+    for g in grads.values():
+        flat = np.asarray(g, dtype=np.float64).ravel()
+        total += float(np.dot(flat, flat))
+    return math.sqrt(total)
+
+
+def clip_by_global_norm(grads: dict, max_norm: float) -> float:
+    """Scale every gradient (in place) so the global norm is at most
+    `max_norm`; returns the norm before clipping."""
+    max_norm = _positive(max_norm, "the clipping norm", "--clip-norm 5")
+    norm = global_norm(grads)
+    # A non-finite norm is left for the caller to report: scaling by 0 or nan
+    # would hide which gradients exploded.
+    if math.isfinite(norm) and norm > max_norm:
+        scale = max_norm / norm
+        for name, g in grads.items():
+            _inplace(grads, name, g, lambda a: np.multiply(a, scale, out=a))
+    return norm
+
+
+def clip_by_value(grads: dict, limit: float) -> None:
+    """Clamp every gradient element (in place) to [-limit, limit]."""
+    limit = _positive(limit, "the clipping value", "--clip-value 1")
+    for name, g in grads.items():
+        _inplace(grads, name, g, lambda a: np.clip(a, -limit, limit, out=a))
+
+
+def _inplace(grads: dict, name: str, g, op) -> None:
+    # Arrays the caller cannot have written to (views of read-only buffers,
+    # lists) are replaced in the dict instead.
+    if isinstance(g, np.ndarray) and g.flags.writeable and g.dtype.kind == "f":
+        op(g)
+    else:
+        a = np.array(g, dtype=np.result_type(np.asarray(g).dtype, np.float32))
+        op(a)
+        grads[name] = a
+
+
+# ---- checks -------------------------------------------------------------------------------
+
+
+def _same_names(params: dict, grads: dict) -> None:
+    missing = [n for n in params if n not in grads]
+    extra = [n for n in grads if n not in params]
+    if missing:
+        raise SeqError(f"no gradient for parameter {', '.join(missing)}")
+    if extra:
+        raise SeqError(f"a gradient for {', '.join(extra)}, which is not a parameter")
+
+
+def _real(x, what: str) -> float:
+    if isinstance(x, bool) or not isinstance(x, (Real, np.number)):
+        raise SeqError(f"{what} must be a number, not {x!r}")
+    return float(x)
+
+
+def _positive(x, what: str, example: str | None) -> float:
+    v = _real(x, what)
+    if not (math.isfinite(v) and v > 0):
+        raise SeqError(f"{what} must be a positive finite number, not {x!r}",
+                       hint=f"for example {example}" if example else None)
+    return v
+
+
+def _fraction(x, what: str) -> float:
+    v = _real(x, what)
+    if not 0 <= v < 1:
+        raise SeqError(f"{what} must be in [0, 1), not {x!r}")
+    return v

@@ -1,0 +1,239 @@
+"""Optimisers (against torch.optim where torch is installed), resuming from
+saved state, and gradient clipping."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from seqdsl.errors import SeqError
+from seqdsl.train.optim import (OPTIMIZERS, Adam, Momentum, SGD, clip_by_global_norm,
+                                clip_by_value, global_norm, make_optimizer)
+
+SHAPES = {"a.Wu": (3, 4), "a.Γw": (5,), "h.0.fwd.bf": (4,), "Wy": (2, 3)}
+
+
+def params(seed=0, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    return {n: rng.standard_normal(s).astype(dtype) for n, s in SHAPES.items()}
+
+
+def grad_steps(n, seed=1, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    return [{k: rng.standard_normal(s).astype(dtype) for k, s in SHAPES.items()}
+            for _ in range(n)]
+
+
+def test_make_optimizer_names():
+    assert isinstance(make_optimizer("sgd", 0.1), SGD)
+    assert isinstance(make_optimizer("momentum", 0.1), Momentum)
+    assert isinstance(make_optimizer("adam", 0.1), Adam)
+    assert {make_optimizer(n, 1.0).name for n in OPTIMIZERS} == set(OPTIMIZERS)
+
+
+def test_make_optimizer_unknown_name_lists_them():
+    with pytest.raises(SeqError) as e:
+        make_optimizer("adamw", 0.1)
+    assert all(n in e.value.message for n in OPTIMIZERS)
+    assert "adam" in e.value.hint
+
+
+@pytest.mark.parametrize("lr", [0, -0.1, math.nan, math.inf, "0.1", True, None])
+def test_make_optimizer_bad_lr(lr):
+    with pytest.raises(SeqError, match="learning rate"):
+        make_optimizer("sgd", lr)
+
+
+# ---- against torch ----------------------------------------------------------------------
+
+
+def torch_run(name, lr, steps):
+    torch = pytest.importorskip("torch")
+    start = params()
+    tensors = {k: torch.tensor(v.copy(), requires_grad=True) for k, v in start.items()}
+    opt = {"sgd": lambda ps: torch.optim.SGD(ps, lr=lr),
+           "momentum": lambda ps: torch.optim.SGD(ps, lr=lr, momentum=0.9, dampening=0),
+           "adam": lambda ps: torch.optim.Adam(ps, lr=lr)}[name](list(tensors.values()))
+    for grads in steps:
+        for k, t in tensors.items():
+            t.grad = torch.tensor(grads[k])
+        opt.step()
+    return {k: t.detach().numpy() for k, t in tensors.items()}
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_matches_torch(name):
+    steps = grad_steps(20)
+    expected = torch_run(name, 0.01, steps)
+    p = params()
+    opt = make_optimizer(name, 0.01)
+    for grads in steps:
+        opt.step(p, {k: g.copy() for k, g in grads.items()})
+    for k in SHAPES:
+        np.testing.assert_allclose(p[k], expected[k], rtol=1e-12, atol=0)
+        assert not np.array_equal(p[k], params()[k])
+
+
+def test_sgd_and_momentum_by_hand():
+    p = {"w": np.array([1.0, 2.0])}
+    opt = Momentum(0.5, beta=0.9)
+    opt.step(p, {"w": np.array([1.0, 0.0])})
+    opt.step(p, {"w": np.array([1.0, 0.0])})
+    # v = 1, then 1.9: w moves by 0.5 and then 0.95
+    np.testing.assert_allclose(p["w"], [1 - 0.5 - 0.95, 2.0])
+    q = {"w": np.array([1.0])}
+    SGD(0.25).step(q, {"w": np.array([2.0])})
+    assert q["w"][0] == 0.5
+
+
+# ---- state and resuming -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_resume_is_bit_identical(name, dtype):
+    steps = grad_steps(14, dtype=dtype)
+    straight, p = make_optimizer(name, 0.003), params(dtype=dtype)
+    for grads in steps:
+        straight.step(p, grads)
+
+    first, q = make_optimizer(name, 0.003), params(dtype=dtype)
+    for grads in steps[:6]:
+        first.step(q, grads)
+    arrays, meta = first.state()
+    meta = json.loads(json.dumps(meta))  # as a checkpoint would store it
+    arrays = {k: np.frombuffer(a.tobytes(), a.dtype).reshape(a.shape) for k, a in arrays.items()}
+    assert all(a.dtype == dtype for a in arrays.values())
+    q = {k: v.copy() for k, v in q.items()}
+    resumed = make_optimizer(name, 0.003)
+    resumed.load_state(arrays, meta)
+    for grads in steps[6:]:
+        resumed.step(q, grads)
+    for k in SHAPES:
+        assert q[k].dtype == dtype
+        assert q[k].tobytes() == p[k].tobytes(), k
+
+
+def test_state_contents():
+    opt = make_optimizer("adam", 0.01)
+    p = params(dtype=np.float32)
+    opt.step(p, grad_steps(1, dtype=np.float32)[0])
+    arrays, meta = opt.state()
+    assert set(arrays) == {f"{s}/{n}" for s in ("m", "v") for n in SHAPES}
+    assert all(a.dtype == np.float32 for a in arrays.values())
+    assert meta["name"] == "adam" and meta["t"] == 1
+    assert (meta["lr"], meta["beta1"], meta["beta2"], meta["eps"]) == (0.01, 0.9, 0.999, 1e-8)
+    json.dumps(meta)
+    arrays["m/a.Wu"][...] = 7  # the state handed out is a copy
+    assert not np.any(opt.slots["m"]["a.Wu"] == 7)
+
+
+def test_load_state_of_another_optimizer():
+    opt = make_optimizer("adam", 0.01)
+    opt.step(params(), grad_steps(1)[0])
+    arrays, meta = opt.state()
+    with pytest.raises(SeqError, match="adam") as e:
+        make_optimizer("momentum", 0.01).load_state(arrays, meta)
+    assert "--optimizer adam" in e.value.hint
+
+
+def test_load_state_missing_parameter():
+    opt = make_optimizer("momentum", 0.01)
+    opt.step(params(), grad_steps(1)[0])
+    arrays, meta = opt.state()
+    del arrays["v/a.Γw"]
+    with pytest.raises(SeqError, match="v/a.Γw"):
+        make_optimizer("momentum", 0.01).load_state(arrays, meta)
+    del meta["t"]
+    with pytest.raises(SeqError, match="lacks t"):
+        make_optimizer("momentum", 0.01).load_state(opt.state()[0], meta)
+
+
+def test_step_on_other_parameters_after_load():
+    opt = make_optimizer("adam", 0.01)
+    opt.step(params(), grad_steps(1)[0])
+    fresh = make_optimizer("adam", 0.01)
+    fresh.load_state(*opt.state())
+    p = params()
+    p["extra"] = np.zeros(2)
+    g = grad_steps(1)[0]
+    g["extra"] = np.ones(2)
+    with pytest.raises(SeqError, match="extra"):
+        fresh.step(p, g)
+
+
+def test_step_checks_gradients():
+    opt = make_optimizer("sgd", 0.1)
+    g = grad_steps(1)[0]
+    del g["Wy"]
+    with pytest.raises(SeqError, match="no gradient for parameter Wy"):
+        opt.step(params(), g)
+    g = grad_steps(1)[0]
+    g["a.Wu"] = np.zeros((4, 3))
+    with pytest.raises(SeqError, match="shape"):
+        opt.step(params(), g)
+
+
+# ---- clipping ---------------------------------------------------------------------------
+
+
+def test_global_norm():
+    g = grad_steps(1)[0]
+    flat = np.concatenate([a.ravel() for a in g.values()])
+    assert global_norm(g) == pytest.approx(np.linalg.norm(flat), rel=1e-14)
+    assert global_norm({}) == 0.0
+    big = {"w": np.full(4, 1e30, np.float32)}
+    assert global_norm(big) == pytest.approx(2e30, rel=1e-6)  # no float32 overflow
+
+
+def test_clip_by_global_norm_clips():
+    g = grad_steps(1)[0]
+    before = global_norm(g)
+    arrays = dict(g)
+    returned = clip_by_global_norm(g, 0.5)
+    assert returned == before
+    assert global_norm(g) == pytest.approx(0.5, rel=1e-12)
+    assert all(g[k] is arrays[k] for k in g)  # in place
+    direction = grad_steps(1)[0]
+    for k in g:
+        np.testing.assert_allclose(g[k], direction[k] * (0.5 / before), rtol=1e-13)
+
+
+def test_clip_by_global_norm_leaves_small_gradients():
+    g = grad_steps(1)[0]
+    before = {k: v.copy() for k, v in g.items()}
+    norm = global_norm(g)
+    assert clip_by_global_norm(g, norm * 2) == norm
+    assert all(np.array_equal(g[k], before[k]) for k in g)
+
+
+def test_clip_by_global_norm_float32_keeps_dtype():
+    g = grad_steps(1, dtype=np.float32)[0]
+    clip_by_global_norm(g, 0.1)
+    assert all(a.dtype == np.float32 for a in g.values())
+    assert global_norm(g) == pytest.approx(0.1, rel=1e-5)
+
+
+def test_clip_by_value():
+    g = {"w": np.array([-3.0, -0.5, 0.0, 0.5, 3.0]), "a.Γw": np.array([[10.0]])}
+    w = g["w"]
+    clip_by_value(g, 1.0)
+    assert g["w"] is w
+    assert g["w"].tolist() == [-1.0, -0.5, 0.0, 0.5, 1.0]
+    assert g["a.Γw"].tolist() == [[1.0]]
+
+
+def test_clip_read_only_gradient_is_replaced():
+    a = np.array([5.0, -5.0])
+    a.setflags(write=False)
+    g = {"w": a}
+    clip_by_value(g, 2.0)
+    assert g["w"].tolist() == [2.0, -2.0] and a.tolist() == [5.0, -5.0]
+
+
+@pytest.mark.parametrize("bad", [0, -1, math.nan, math.inf])
+def test_clip_bad_limits(bad):
+    with pytest.raises(SeqError):
+        clip_by_global_norm(grad_steps(1)[0], bad)
+    with pytest.raises(SeqError):
+        clip_by_value(grad_steps(1)[0], bad)
