@@ -46,6 +46,8 @@ def add_parser(sub) -> None:
     t.add_argument("--data", metavar="FILE", help="the training text (UTF-8)")
     t.add_argument("--out", metavar="DIR", help="where checkpoints and the loss curve go")
     t.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace a run already in --out (its checkpoints are deleted)")
     data = t.add_argument_group("data")
     data.add_argument("--task", choices=("lm", "tag", "classify", "translate"),
                       help="what to learn (default: what the network and data imply)")
@@ -89,7 +91,7 @@ def add_parser(sub) -> None:
 _RUN_OWN = {"network": None, "data": None, "out": None, "task": None, "level": "char",
             "min_count": 1, "window": None, "valid_fraction": 0.1, "batch_size": 32,
             "lr": 0.005, "optimizer": "adam", "clip_norm": None, "clip_value": None, "seed": 0,
-            "dtype": "float32"}
+            "dtype": "float32", "overwrite": False}
 
 
 def run(args) -> int:
@@ -122,7 +124,7 @@ def run(args) -> int:
         result = new_run(args.spec, args.network, args.data, args.out, config, task=args.task,
                          level=args.level, min_count=args.min_count, window=args.window,
                          valid_fraction=args.valid_fraction, backend=args.backend or "numba",
-                         dtype=args.dtype, progress=progress)
+                         dtype=args.dtype, progress=progress, overwrite=args.overwrite)
         out = args.out
     said = {"done": "finished", "max-steps": "stopped after --max-steps",
             "max-minutes": "stopped after --max-minutes",

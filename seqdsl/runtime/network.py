@@ -191,6 +191,12 @@ class Network:
         with self._blas():
             return self._forward(params, inputs, lengths, states)
 
+    def blas_policy(self):
+        """A context for work around this network's (a training loop's
+        optimiser and clipping): on the numba backend NumPy's BLAS at one
+        thread, so its pool does not fight the kernels' (numba/blas.py)."""
+        return self._blas()
+
     def layer_names(self) -> list[str]:
         """The cell layers by the names `final` and `states` use."""
         return [prefix for layer in self.layers.values() for prefix, _ in layer.cells()]

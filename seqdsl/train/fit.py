@@ -126,7 +126,7 @@ class Trainer:
     # ---- the loop ----------------------------------------------------------------------
 
     def run(self) -> str:
-        with _interrupt_flag() as interrupted:
+        with self.net.blas_policy(), _interrupt_flag() as interrupted:
             while self.pos.epoch < self.config.epochs:
                 order = batch_order(self.lengths, self.config.batch_size, self.config.seed,
                                     self.pos.epoch)

@@ -34,14 +34,17 @@ class Model:
 def new_run(spec_file: str, network: str | None, data: str, out, config: Config, *,
             task: str | None = None, level: str = "char", min_count: int = 1,
             window: int | None = None, valid_fraction: float = 0.1, backend: str = "numba",
-            dtype: str = "float32", progress: bool = True, echo=print) -> FitResult:
+            dtype: str = "float32", progress: bool = True, echo=print,
+            overwrite: bool = False) -> FitResult:
     """Train `network` of `spec_file` on `data` from fresh parameters,
-    writing checkpoints and the loss curve to `out`."""
+    writing checkpoints and the loss curve to `out` (which must not hold a
+    run already, unless `overwrite`)."""
     from ..spec import instantiate, load
     out = Path(out)
-    if (out / "last.json").exists():
+    if (out / "last.json").exists() and not overwrite:
         raise SeqError(f"{out} already holds a training run",
-                       hint=f"continue it with --resume {out}, or give another --out")
+                       hint=f"continue it with --resume {out}, give another --out, or "
+                            "--overwrite to replace it")
     spec = load(spec_file)
     nt = spec.network(network)
     kind = infer_task(nt, data, task)
@@ -53,6 +56,8 @@ def new_run(spec_file: str, network: str | None, data: str, out, config: Config,
     train, valid = _split(all_examples, valid_fraction, config.seed)
     echo(f"training {net.describe()} as a {kind} task on {data}: {len(train)} examples "
          f"({len(valid)} held out), {_vocab_line(t)}; checkpoints in {out}")
+    if overwrite:
+        _clear_run(out)
     out.mkdir(parents=True, exist_ok=True)
     for name, vocab in t.inputs.items():
         vocab.save(out / (f"vocab-{name}.json" if len(t.inputs) > 1 else "vocab.json"))
@@ -120,6 +125,14 @@ def _run_meta(meta: dict) -> dict:
     return {k: v for k, v in meta.items()
             if k not in ("config", "optimizer", "position", "dtype", "format", "version",
                          "arrays")}
+
+
+def _clear_run(out: Path) -> None:
+    """The files a run writes, removed (and nothing else in `out`)."""
+    for pattern in ("last.json", "best.json", "last-*.npz", "best-*.npz", "loss.csv",
+                    "loss.png", "vocab.json", "vocab-*.json", "labels.json"):
+        for f in out.glob(pattern):
+            f.unlink()
 
 
 def _split(all_examples, fraction: float, seed: int):
