@@ -37,6 +37,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except BrokenPipeError:
         return 0
+    except KeyboardInterrupt:  # Ctrl-C outside a training loop (which saves first)
+        if args.traceback:
+            raise
+        print("interrupted", file=sys.stderr)
+        return 130
     except Exception as e:  # a bug in seqdsl, not in the input: say so in one line
         if args.traceback:
             raise

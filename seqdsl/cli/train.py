@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from pathlib import Path
 
 from ..errors import SeqError
 from .common import EPILOG, non_negative_int, positive_int
@@ -77,8 +78,9 @@ def add_parser(sub) -> None:
                       help="save and stop after M minutes")
     run_.add_argument("--max-steps", type=positive_int, default=None, metavar="N",
                       help="save and stop after N optimiser steps in all")
-    run_.add_argument("--checkpoint-minutes", type=positive_number, default=1.0, metavar="M",
-                      help="also save every M minutes within an epoch (1)")
+    run_.add_argument("--checkpoint-minutes", type=positive_number, default=None, metavar="M",
+                      help="also save every M minutes within an epoch (1; with --resume: the "
+                      "run's own unless given)")
     run_.add_argument("--backend", choices=("numpy", "numba"), default=None,
                       help="compiled kernels (numba, default) or the reference interpreter")
     run_.add_argument("--dtype", choices=("float32", "float64"), default="float32",
@@ -108,7 +110,7 @@ def run(args) -> int:
         result = resume_run(args.resume, spec_file=args.spec, epochs=args.epochs,
                             max_minutes=args.max_minutes, max_steps=args.max_steps,
                             backend=args.backend, progress=progress,
-                            checkpoint_minutes=args.checkpoint_minutes)
+                            checkpoint_minutes=args.checkpoint_minutes or 1.0)
         out = args.resume
     else:
         missing = [f for f, v in (("SPEC", args.spec), ("--data", args.data),
@@ -120,7 +122,7 @@ def run(args) -> int:
                         optimizer=args.optimizer, clip_norm=args.clip_norm,
                         clip_value=args.clip_value, seed=args.seed,
                         max_minutes=args.max_minutes, max_steps=args.max_steps,
-                        checkpoint_minutes=args.checkpoint_minutes)
+                        checkpoint_minutes=args.checkpoint_minutes or 1.0)
         result = new_run(args.spec, args.network, args.data, args.out, config, task=args.task,
                          level=args.level, min_count=args.min_count, window=args.window,
                          valid_fraction=args.valid_fraction, backend=args.backend or "numba",
@@ -129,8 +131,9 @@ def run(args) -> int:
     said = {"done": "finished", "max-steps": "stopped after --max-steps",
             "max-minutes": "stopped after --max-minutes",
             "interrupted": "interrupted; saved"}[result.stopped]
+    saved = [n for n in ("last.json", "best.json") if (Path(out) / n).exists()]
     print(f"{said} at epoch {result.position.epoch + (result.stopped != 'done')}, step "
-          f"{result.position.step}; checkpoints in {out} (last.json, best.json), loss curve "
+          f"{result.position.step}; checkpoints in {out} ({', '.join(saved)}), loss curve "
           f"{out}/loss.png" + ("" if result.stopped == "done" else
                                f"; continue with: seqdsl train --resume {out}"))
     return 130 if result.stopped == "interrupted" else 0

@@ -116,6 +116,7 @@ class Trainer:
         self.lengths = np.array([len(e.target) if e.target.ndim else
                                  max(len(v) for v in e.inputs.values()) for e in train])
         self.started = time.monotonic()
+        self.warm = False  # whether a step has run (and compiled what it needs)
         self.saved_at = self.started
 
     def restore(self, ck: Checkpoint) -> None:
@@ -146,6 +147,8 @@ class Trainer:
                 batch = collate(self.train, order[self.pos.batch])
                 loss = self._step(batch)
                 tokens += batch.tokens
+                if not self.warm:  # the first step compiles: its time is not throughput
+                    self.warm, tokens, t0 = True, 0, time.perf_counter()
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.3f}",
@@ -158,13 +161,15 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
-        self.tokens_per_second = tokens / max(time.perf_counter() - t0, 1e-9)
+        self.tokens_per_second = tokens / max(time.perf_counter() - t0, 1e-9) if tokens else 0.0
         return None
 
     def _step(self, batch: Batch) -> float:
         inputs, lengths = network_batch(self.net, batch)
-        loss, grads = self.net.loss_and_grad(self.params, inputs, lengths, batch.targets)
-        norm = global_norm(grads)
+        # Overflow is looked for below, and reported as one message, not warnings.
+        with np.errstate(over="ignore", invalid="ignore"):
+            loss, grads = self.net.loss_and_grad(self.params, inputs, lengths, batch.targets)
+            norm = global_norm(grads)
         if not (math.isfinite(loss) and math.isfinite(norm)):
             self._diverged(loss, norm)
         if self.config.clip_norm is not None:
@@ -252,11 +257,12 @@ def fit(net: Network, params: dict, train: list[Example], valid: list[Example] |
 
 
 def _epoch_line(row: dict, epochs: int) -> str:
-    parts = [f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f}"]
+    parts = [f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4g}"]
     if "valid_loss" in row:
-        parts.append(f"valid loss {row['valid_loss']:.4f} (perplexity {row['perplexity']:.2f}, "
+        parts.append(f"valid loss {row['valid_loss']:.4g} (perplexity {row['perplexity']:.4g}, "
                      f"accuracy {100 * row['valid_accuracy']:.1f}%)")
-    parts.append(f"{row['tokens_per_second']:,.0f} tokens/s")
+    if row["tokens_per_second"] > 0:  # none when a resumed run had only the epoch's end left
+        parts.append(f"{row['tokens_per_second']:,.0f} tokens/s")
     return ", ".join(parts)
 
 

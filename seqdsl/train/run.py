@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import SeqError
 from ..runtime.network import Network
 from .checkpoint import check_compatible, load_checkpoint, spec_hash
+from .corpora import is_corpus
 from .data import read_text, split_valid
 from .fit import Config, FitResult, fit
 from .tasks import Task, build_task, examples, infer_task, network_sizes
@@ -65,7 +66,7 @@ def new_run(spec_file: str, network: str | None, data: str, out, config: Config,
         t.labels.save(out / "labels.json")
     meta = {"spec": {"file": spec.file, "source": spec.source, "hash": spec_hash(spec.source)},
             "network": nt.name, "sizes": sizes, "task": t.to_json(),
-            "data": {"path": str(data), "hash": _file_hash(data)},
+            "data": {"path": _absolute(data), "hash": _file_hash(data)},
             "valid_fraction": valid_fraction, "backend": backend}
     return fit(net, params, train, valid, config, out, meta, None, progress, echo)
 
@@ -79,7 +80,8 @@ def resume_run(out, *, spec_file: str | None = None, epochs: int | None = None,
     meta = ck.meta
     if spec_file is not None:
         from ..lang.parse import read_source
-        check_compatible(meta, read_source(spec_file), meta["network"], meta["sizes"])
+        check_compatible(meta, read_source(spec_file), meta["network"], meta["sizes"],
+                         directory=str(out), spec_file=spec_file)
     config = Config(**{f.name: meta["config"][f.name] for f in fields(Config)
                        if f.name in meta["config"]})
     if epochs is not None:
@@ -125,6 +127,12 @@ def _run_meta(meta: dict) -> dict:
     return {k: v for k, v in meta.items()
             if k not in ("config", "optimizer", "position", "dtype", "format", "version",
                          "arrays")}
+
+
+def _absolute(data) -> str:
+    """A data file's absolute path (a resumed run may start elsewhere); a
+    corpus's name as it is."""
+    return str(data) if is_corpus(data) else str(Path(data).resolve())
 
 
 def _clear_run(out: Path) -> None:

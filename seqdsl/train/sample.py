@@ -41,11 +41,12 @@ class Sampler:
             raise SeqError(f"temperature: expected a number > 0, given {temperature}")
         first = np.concatenate([[self.vocab.eos], self.vocab.encode(prefix)]).astype(np.int64)
         probs, states, rest = self._start(first, count, source)
+        never = self.vocab.unk  # a sample says what it is, not "unknown"
         out = np.zeros((max_length, count), np.int64)
         done = np.zeros(count, bool)
         n = 0
         for n in range(max_length):
-            token = _draw(probs, rng, temperature, greedy)
+            token = _draw(_without(probs, never), rng, temperature, greedy)
             out[n] = np.where(done, self.vocab.eos, token)
             done |= token == self.vocab.eos
             if done.all() or n + 1 == max_length:
@@ -106,6 +107,14 @@ def _draw(probs: np.ndarray, rng, temperature: float, greedy: bool) -> np.ndarra
     cdf = np.cumsum(w, axis=1)
     u = rng.random((len(p), 1)) * cdf[:, -1:]
     return np.minimum((cdf <= u).sum(axis=1), p.shape[1] - 1)
+
+
+def _without(probs: np.ndarray, token: int) -> np.ndarray:
+    """`probs` with `token` never drawn (its probability spread over the rest)."""
+    p = np.array(probs, np.float64)
+    p[:, token] = 0
+    total = p.sum(axis=1, keepdims=True)
+    return np.where(total > 0, p / np.where(total > 0, total, 1), probs)  # all on it: as is
 
 
 def _until_eos(ids: np.ndarray, eos: int) -> np.ndarray:
