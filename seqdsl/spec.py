@@ -13,7 +13,7 @@ from .lang.check import scope_cell
 from .errors import SeqError, SeqWarning
 from .ir.lower import CellType, lower_cell
 from .ir.network import NetworkType, cell_signature, lower_network
-from .lang.network import check_network
+from .lang.network import NetworkScope, check_network, resized
 from .lang.parse import parse, read_source
 from .runtime.backends import cell_instance, check_backend
 from .runtime.network import Network, bind_network_sizes
@@ -27,6 +27,8 @@ class Spec:
     cells: dict[str, CellType]
     networks: dict[str, NetworkType]
     warnings: list[SeqWarning] = field(default_factory=list)
+    scopes: dict[str, NetworkScope] = field(default_factory=dict, repr=False)
+    known: dict[str, CellType] = field(default_factory=dict, repr=False)  # cells networks use
 
     def cell(self, name: str | None = None) -> CellType:
         """The cell called `name`; without a name, the file's only cell."""
@@ -51,8 +53,14 @@ class Spec:
                                           f"spec.{kind}({first!r}) in Python")
         return next(iter(defined.values()))
 
-    def network(self, name: str | None = None) -> NetworkType:
-        """The network called `name`; without a name, the file's only network."""
+    def network(self, name: str | None = None,
+                layer_sizes: dict[str, int] | None = None) -> NetworkType:
+        """The network called `name`; without a name, the file's only network.
+        `layer_sizes` replaces its layers' size arguments by name
+        (`{"H": 64}`: every `LSTM(H=128)` becomes `LSTM(H=64)`)."""
+        if layer_sizes:
+            nt = self.network(name)
+            return lower_network(resized(self.scopes[nt.name], layer_sizes), self.known)
         if name is None:
             return self._only("network", self.networks)
         if name not in self.networks:
@@ -68,6 +76,7 @@ def loads(source: str, file: str = "<string>", library: bool = True) -> Spec:
     source = module.source  # without a byte-order mark, so columns match the parser's
     cells: dict[str, CellType] = {}
     networks: dict[str, NetworkType] = {}
+    scopes: dict[str, NetworkScope] = {}
     warnings: list[SeqWarning] = []
     seen: dict[str, S.CellDef | S.NetworkDef] = {}
     for d in module.definitions:
@@ -86,10 +95,11 @@ def loads(source: str, file: str = "<string>", library: bool = True) -> Spec:
         if isinstance(d, S.NetworkDef):
             # Names and forms first, then sizes: one network at a time, so an
             # error in the first network is the one reported.
-            nt = lower_network(check_network(d, source, signatures), known)
+            scopes[d.name] = check_network(d, source, signatures)
+            nt = lower_network(scopes[d.name], known)
             networks[d.name] = nt
             warnings += nt.warnings
-    return Spec(file, source, cells, networks, warnings)
+    return Spec(file, source, cells, networks, warnings, scopes, known)
 
 
 def load(path: str) -> Spec:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..errors import SeqError
-from .common import EPILOG, non_negative_int, positive_int
+from .common import EPILOG, non_negative_int, positive_int, size_binding
 
 
 def positive_number(text: str) -> float:
@@ -73,6 +73,12 @@ def add_parser(sub) -> None:
     opt.add_argument("--clip-value", type=positive_number, default=None, metavar="V",
                      help="clip each gradient entry to [-V, V]")
     opt.add_argument("--seed", type=non_negative_int, default=0, help="(0)")
+    net = t.add_argument_group("sizes")
+    net.add_argument("--hidden", type=positive_int, default=None, metavar="N",
+                     help="every layer's H (LSTM(H=128) in the spec becomes LSTM(H=N))")
+    net.add_argument("--size", type=size_binding, action="append", default=[], metavar="NAME=N",
+                     help="any size a layer gives its cell, by name, e.g. --size H=64 (the "
+                     "inputs' and outputs' sizes come from the data)")
     run_ = t.add_argument_group("running")
     run_.add_argument("--max-minutes", type=positive_number, default=None, metavar="M",
                       help="save and stop after M minutes")
@@ -93,7 +99,20 @@ def add_parser(sub) -> None:
 _RUN_OWN = {"network": None, "data": None, "out": None, "task": None, "level": "char",
             "min_count": 1, "window": None, "valid_fraction": 0.1, "batch_size": 32,
             "lr": 0.005, "optimizer": "adam", "clip_norm": None, "clip_value": None, "seed": 0,
-            "dtype": "float32", "overwrite": False}
+            "dtype": "float32", "overwrite": False, "hidden": None, "size": []}
+
+
+def _layer_sizes(args) -> dict[str, int]:
+    sizes = {}
+    for name, value in args.size:
+        if name in sizes and sizes[name] != value:
+            raise SeqError(f"--size {name}= given twice ({sizes[name]} and {value})")
+        sizes[name] = value
+    if args.hidden is not None:
+        if sizes.get("H", args.hidden) != args.hidden:
+            raise SeqError(f"--hidden {args.hidden} and --size H={sizes['H']} disagree")
+        sizes["H"] = args.hidden
+    return sizes
 
 
 def run(args) -> int:
@@ -126,7 +145,8 @@ def run(args) -> int:
         result = new_run(args.spec, args.network, args.data, args.out, config, task=args.task,
                          level=args.level, min_count=args.min_count, window=args.window,
                          valid_fraction=args.valid_fraction, backend=args.backend or "numba",
-                         dtype=args.dtype, progress=progress, overwrite=args.overwrite)
+                         dtype=args.dtype, progress=progress, overwrite=args.overwrite,
+                         layer_sizes=_layer_sizes(args))
         out = args.out
     said = {"done": "finished", "max-steps": "stopped after --max-steps",
             "max-minutes": "stopped after --max-minutes",

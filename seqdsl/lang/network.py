@@ -10,7 +10,7 @@ names each layer's cell and size arguments and what each head reads; the IR
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import syntax as S
 from .check import ParamUse
@@ -82,6 +82,32 @@ class NetworkScope:
         return ("encoder-decoder" if any(l.init for l in self.sequences.values())
                 else "many-to-many and many-to-one" if len(per_step) == 2
                 else "many-to-many" if per_step == {True} else "many-to-one")
+
+
+def resized(scope: NetworkScope, sizes: dict[str, int]) -> NetworkScope:
+    """`scope` with its layers' size arguments replaced where `sizes`
+    names them (`{"H": 64}` makes every `LSTM(H=128)` an `LSTM(H=64)`)."""
+    used = set()
+
+    def layer(ls: LayerSyntax) -> LayerSyntax:
+        own = {k: sizes.get(k, v) for k, v in ls.sizes.items()}
+        used.update(k for k in ls.sizes if k in sizes)
+        return replace(ls, sizes=own, children=[layer(c) for c in ls.children])
+
+    sequences = {n: layer(ls) for n, ls in scope.sequences.items()}
+    unknown = [k for k in sizes if k not in used]
+    if unknown:
+        names = sorted({k for ls in scope.sequences.values() for k in _layer_sizes(ls)})
+        raise SeqError(f"network {scope.name}'s layers have no size "
+                       f"{', '.join(map(repr, unknown))}",
+                       hint="their sizes: " + (", ".join(names) or "none"))
+    return replace(scope, sequences=sequences)
+
+
+def _layer_sizes(ls: LayerSyntax):
+    yield from ls.sizes
+    for c in ls.children:
+        yield from _layer_sizes(c)
 
 
 def check_network(net: S.NetworkDef, source: str,

@@ -36,10 +36,11 @@ def new_run(spec_file: str, network: str | None, data: str, out, config: Config,
             task: str | None = None, level: str = "char", min_count: int = 1,
             window: int | None = None, valid_fraction: float = 0.1, backend: str = "numba",
             dtype: str = "float32", progress: bool = True, echo=print,
-            overwrite: bool = False) -> FitResult:
+            overwrite: bool = False, layer_sizes: dict[str, int] | None = None) -> FitResult:
     """Train `network` of `spec_file` on `data` from fresh parameters,
     writing checkpoints and the loss curve to `out` (which must not hold a
-    run already, unless `overwrite`)."""
+    run already, unless `overwrite`); `layer_sizes` overrides the sizes its
+    layers give their cells (`{"H": 64}`)."""
     from ..spec import instantiate, load
     out = Path(out)
     if (out / "last.json").exists() and not overwrite:
@@ -47,7 +48,7 @@ def new_run(spec_file: str, network: str | None, data: str, out, config: Config,
                        hint=f"continue it with --resume {out}, give another --out, or "
                             "--overwrite to replace it")
     spec = load(spec_file)
-    nt = spec.network(network)
+    nt = spec.network(network, layer_sizes)
     kind = infer_task(nt, data, task)
     t = build_task(nt, kind, data, level, min_count, window)
     sizes = network_sizes(nt, t)
@@ -55,7 +56,9 @@ def new_run(spec_file: str, network: str | None, data: str, out, config: Config,
     net = instantiate(nt, sizes=sizes, dtype=np.dtype(dtype), backend=backend)
     params = net.init_params(config.seed)
     train, valid = _split(all_examples, valid_fraction, config.seed)
-    echo(f"training {net.describe()} as a {kind} task on {data}: {len(train)} examples "
+    resized = "".join(f", {k}={v}" for k, v in (layer_sizes or {}).items())
+    echo(f"training {net.describe()}{resized and ' with layers at' + resized[1:]} as a {kind} "
+         f"task on {data}: {len(train)} examples "
          f"({len(valid)} held out), {_vocab_line(t)}; checkpoints in {out}")
     if overwrite:
         _clear_run(out)
@@ -65,7 +68,8 @@ def new_run(spec_file: str, network: str | None, data: str, out, config: Config,
     if t.labels is not None:
         t.labels.save(out / "labels.json")
     meta = {"spec": {"file": spec.file, "source": spec.source, "hash": spec_hash(spec.source)},
-            "network": nt.name, "sizes": sizes, "task": t.to_json(),
+            "network": nt.name, "layer_sizes": layer_sizes or {}, "sizes": sizes,
+            "task": t.to_json(),
             "data": {"path": _absolute(data), "hash": _file_hash(data)},
             "valid_fraction": valid_fraction, "backend": backend}
     return fit(net, params, train, valid, config, out, meta, None, progress, echo)
@@ -112,7 +116,7 @@ def load_model(directory, name: str = "last", backend: str = "numba") -> Model:
 def _model(meta: dict, params: dict, backend: str) -> Model:
     from ..spec import instantiate, loads
     spec = loads(meta["spec"]["source"], meta["spec"]["file"])
-    nt = spec.network(meta["network"])
+    nt = spec.network(meta["network"], meta.get("layer_sizes"))
     net = instantiate(nt, sizes=meta["sizes"], dtype=np.dtype(meta.get("dtype", "float32")),
                       backend=backend)
     missing = [n for n in net.param_shapes if n not in params]
