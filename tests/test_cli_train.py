@@ -278,3 +278,52 @@ def test_hidden_and_size_resize_the_layers_and_sampling_follows(run_cli, files, 
                           "K=3", *FAST), "network Tiny's layers have no size 'K'", "H")
     assert_error(*run_cli("train", spec, "--data", data, "--out", tmp_path / "k", "--size",
                           "H=3", "--hidden", 4, *FAST), "--hidden 4 and --size H=3 disagree")
+
+
+REVERSE = """\
+network Reverse {
+    input x : tokens
+    input y : tokens
+    e = LSTM(H=6)(x)
+    d = LSTM(H=6, init=e<T>)(y)
+    output ŷ<t> = softmax(Wy d<t> + by)
+}
+"""
+
+
+def test_an_encoder_decoder_trains_on_pairs_and_samples_for_an_input(run_cli, tmp_path):
+    spec, data = tmp_path / "rev.seq", tmp_path / "pairs.tsv"
+    spec.write_text(REVERSE, "utf-8")
+    data.write_text("".join(f"{w}\t{w[::-1]}\n" for w in _lines()), "utf-8")
+    out = tmp_path / "run"
+    code, stdout, err = run_cli("train", spec, "--data", data, "--out", out, "--max-steps", 3,
+                                *FAST)
+    assert code == 0, err
+    assert "as a translate task" in stdout
+    assert {"vocab-x.json", "vocab-y.json"} <= {f.name for f in out.iterdir()}
+    code, lines, err = run_cli("sample", out, "--input", "abc", "--count", 3, "--max-length",
+                               4, "--backend", "numpy")
+    assert code == 0 and len(lines.splitlines()) == 3, err
+    assert all(len(line) <= 4 for line in lines.splitlines())
+    assert_error(*run_cli("sample", out, "--backend", "numpy"),
+                 "an encoder-decoder samples a translation of an input", "--input TEXT")
+
+
+def test_a_word_level_model_samples_words_after_its_prefix(run_cli, tmp_path):
+    spec, data = tmp_path / "tiny.seq", tmp_path / "words.txt"
+    spec.write_text(TINY, "utf-8")
+    data.write_text("".join(" ".join(_lines()[i:i + 4]) + "\n" for i in range(0, 60, 4)),
+                    "utf-8")
+    out = tmp_path / "run"
+    code, stdout, err = run_cli("train", spec, "--data", data, "--out", out, "--level", "word",
+                                "--max-steps", 2, *FAST)
+    assert code == 0, err
+    words = set(" ".join(_lines()).split())
+    code, lines, err = run_cli("sample", out, "--prefix", _lines()[0], "--count", 4,
+                               "--max-length", 3, "--backend", "numpy")
+    assert code == 0, err
+    for line in lines.splitlines():
+        first, *rest = line.split(" ")
+        assert first == _lines()[0] and len(rest) <= 3 and set(rest) <= words, line
+    assert_error(*run_cli("sample", out, "--input", "x", "--backend", "numpy"),
+                 "--input is for an encoder-decoder")

@@ -56,6 +56,7 @@ def run(args) -> int:
         name = "last"
     model = load_model(args.dir, name, args.backend)
     sampler = Sampler(model.net, model.params, model.task)
+    sampler.check_source(args.input)
     for what, text in (("--prefix", args.prefix), ("--input", args.input)):
         _warn_unknown(model.task, what, text)
     lines = sampler.generate(args.count, np.random.default_rng(args.seed), args.temperature,

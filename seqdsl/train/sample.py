@@ -52,26 +52,36 @@ class Sampler:
             if done.all() or n + 1 == max_length:
                 break
             probs, states = self._step(token, states, rest)
-        return [prefix + self.vocab.decode(_until_eos(out[:n + 1, b], self.vocab.eos))
+        return [self._join(prefix, self.vocab.decode(_until_eos(out[:n + 1, b], self.vocab.eos)))
                 for b in range(count)]
+
+    def _join(self, prefix: str, rest: str) -> str:
+        """The prefix as given, then the sample (words with a space between)."""
+        if self.vocab.level == "word" and prefix.strip() and rest:
+            return prefix.rstrip() + " " + rest
+        return prefix + rest
+
+    def check_source(self, source: str | None) -> None:
+        """An encoder-decoder needs an input to translate; a language model none."""
+        if self.task.kind == "translate" and source is None:
+            raise SeqError("an encoder-decoder samples a translation of an input",
+                           hint="--input TEXT")
+        if self.task.kind == "lm" and source is not None:
+            raise SeqError("--input is for an encoder-decoder; a language model continues "
+                           "a --prefix")
 
     def _start(self, first: np.ndarray, count: int, source: str | None):
         """The output's distribution after the first tokens, the states, and
         the inputs every later step repeats (an encoder's, emptied)."""
+        self.check_source(source)
         target = self.task.target_input
         ids = {target: np.repeat(first[:, None], count, axis=1)}
         rest = {}
         if self.task.kind == "translate":
-            if source is None:
-                raise SeqError("an encoder-decoder samples a translation of an input",
-                               hint="--input TEXT")
             (name,) = [n for n in self.task.inputs if n != target]
             src = np.append(self.task.inputs[name].encode(source), self.vocab.eos)
             ids[name] = np.repeat(src[:, None], count, axis=1)
             rest[name] = np.zeros((1, count), np.int64)  # length 0: the encoder has run
-        elif source is not None:
-            raise SeqError("--input is for an encoder-decoder; a language model continues "
-                           "a --prefix")
         r = self._run(ids, {}, {n: len(a) for n, a in ids.items()})
         return r[0][-1], r[1], rest
 
