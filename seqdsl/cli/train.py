@@ -44,12 +44,20 @@ def add_parser(sub) -> None:
     t.add_argument("spec", nargs="?", metavar="SPEC", help="the .seq file (with --resume: "
                    "optional, checked to be the spec the run was trained on)")
     t.add_argument("--network", metavar="NAME", help="the network (default: the file's only one)")
-    t.add_argument("--data", metavar="FILE", help="the training text (UTF-8)")
+    t.add_argument("--data", metavar="FILE", help="the training text (UTF-8), or a built-in "
+                   "corpus: corpus:names (5,163 first names)")
     t.add_argument("--out", metavar="DIR", help="where checkpoints and the loss curve go")
     t.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
     t.add_argument("--overwrite", action="store_true",
                    help="replace a run already in --out (its checkpoints are deleted)")
-    data = t.add_argument_group("data")
+    _data_args(t.add_argument_group("data"))
+    _optimisation_args(t.add_argument_group("optimisation"))
+    _size_args(t.add_argument_group("sizes"))
+    _running_args(t.add_argument_group("running"))
+    t.set_defaults(run=run)
+
+
+def _data_args(data) -> None:
     data.add_argument("--task", choices=("lm", "tag", "classify", "translate"),
                       help="what to learn (default: what the network and data imply)")
     data.add_argument("--level", choices=("char", "word"), default="char",
@@ -61,7 +69,9 @@ def add_parser(sub) -> None:
                       "N tokens (default: one example per line)")
     data.add_argument("--valid-fraction", type=fraction, default=0.1, metavar="F",
                       help="examples held out for validation (0.1)")
-    opt = t.add_argument_group("optimisation")
+
+
+def _optimisation_args(opt) -> None:
     opt.add_argument("--epochs", type=positive_int, default=None, metavar="N",
                      help="passes over the data (10; with --resume: the new total)")
     opt.add_argument("--batch-size", type=positive_int, default=32, metavar="B", help="(32)")
@@ -73,13 +83,17 @@ def add_parser(sub) -> None:
     opt.add_argument("--clip-value", type=positive_number, default=None, metavar="V",
                      help="clip each gradient entry to [-V, V]")
     opt.add_argument("--seed", type=non_negative_int, default=0, help="(0)")
-    net = t.add_argument_group("sizes")
+
+
+def _size_args(net) -> None:
     net.add_argument("--hidden", type=positive_int, default=None, metavar="N",
                      help="every layer's H (LSTM(H=128) in the spec becomes LSTM(H=N))")
     net.add_argument("--size", type=size_binding, action="append", default=[], metavar="NAME=N",
                      help="any size a layer gives its cell, by name, e.g. --size H=64 (the "
                      "inputs' and outputs' sizes come from the data)")
-    run_ = t.add_argument_group("running")
+
+
+def _running_args(run_) -> None:
     run_.add_argument("--max-minutes", type=positive_number, default=None, metavar="M",
                       help="save and stop after M minutes")
     run_.add_argument("--max-steps", type=positive_int, default=None, metavar="N",
@@ -92,7 +106,6 @@ def add_parser(sub) -> None:
     run_.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                       help="(float32)")
     run_.add_argument("--no-progress", action="store_true", help="no progress bar")
-    t.set_defaults(run=run)
 
 
 # What a run keeps from its start (the defaults, as add_parser sets them).
