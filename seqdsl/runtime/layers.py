@@ -65,6 +65,9 @@ class CellLayer:
             self.runner = cell_instance(looked_up_cell(layer.cell, self.cell, self.tokens), {},
                                         dtype, backend)
         self.names = {f"{prefix}.{n}": n for n in self.cell.param_shapes}
+        # Each kept block of columns as a slice where it is one (a view: no copy).
+        self._cols = {c.name: _as_slice(c.cols) for c in (self.tokens.columns
+                                                          if self.tokens else ())}
         self.out_size = self.cell.state_sizes[self.cell.output]
 
     def cells(self):
@@ -76,7 +79,7 @@ class CellLayer:
         own = {n: params[k] for k, n in self.names.items()}
         if self.tokens is None:
             return own
-        own.update((c.name, own[c.weight][:, list(c.cols)]) for c in self.tokens.columns)
+        own.update((c.name, own[c.weight][:, self._cols[c.name]]) for c in self.tokens.columns)
         return {n: own[n] for n in self.runner.param_shapes}
 
     def _input(self, own, x, lengths):
@@ -117,20 +120,29 @@ class CellLayer:
 
     def _scatter(self, g, ids, lengths, grads) -> None:
         """Each looked-up column's gradient, added to the column it came from."""
-        valid = np.arange(len(ids))[:, None] < lengths[None, :]
         for c in self.tokens.columns:
-            grads[f"{self.prefix}.{c.weight}"][:, list(c.cols)] += g.params[c.name]
-        # Summed per token id as one sparse product (ids x rows), which is
-        # many times faster than np.add.at and needs no dense one-hot matrix.
+            grads[f"{self.prefix}.{c.weight}"][:, self._cols[c.name]] += g.params[c.name]
         if not self.tokens.lookups:
             return
-        used = ids[valid]
+        # Summed per token id by one sparse (vocabulary x steps) product, which
+        # is many times faster than np.add.at and needs no one-hot matrix;
+        # padding steps are in it with weight 0.
+        T, B = ids.shape
+        valid = (np.arange(T)[:, None] < lengths[None, :]).ravel()
         dtype = g.inputs[self.tokens.lookups[0].name].dtype
-        rows = scipy.sparse.csr_matrix((np.ones(len(used), dtype), (used, np.arange(len(used)))),
-                                       shape=(self.vocabulary, len(used)))
+        rows = scipy.sparse.csr_matrix(
+            (valid.astype(dtype), (np.where(valid, ids.ravel(), 0), np.arange(T * B))),
+            shape=(self.vocabulary, T * B))
         for k in self.tokens.lookups:
-            d = rows @ g.inputs[k.name][valid]
+            d = rows @ g.inputs[k.name].reshape(T * B, -1)
             grads[f"{self.prefix}.{k.weight}"][:, k.lo:k.hi] += d.T
+
+
+def _as_slice(cols: tuple[int, ...]):
+    """`cols` as a slice when they are a contiguous run, else a list."""
+    if cols and list(cols) == list(range(cols[0], cols[-1] + 1)):
+        return slice(cols[0], cols[-1] + 1)
+    return list(cols)
 
 
 def looked_up_cell(ct: CellType, declared, tokens: TokenReads) -> CellType:

@@ -150,13 +150,23 @@ class Adam(Optimizer):
         self.eps = _positive(eps, "Adam's eps", None)
 
     def _update(self, p, g, m, v):
+        # The same operations in the same order as written out in full, but
+        # into one scratch array: no temporaries (this runs every step).
+        tmp = np.empty_like(m)
         m *= self.beta1
-        m += (1 - self.beta1) * g
+        m += np.multiply(g, 1 - self.beta1, out=tmp)
         v *= self.beta2
-        v += (1 - self.beta2) * (g * g)
+        np.multiply(g, g, out=tmp)
+        tmp *= 1 - self.beta2
+        v += tmp
         step_size = self.lr / (1 - self.beta1 ** self.t)
         root = math.sqrt(1 - self.beta2 ** self.t)
-        p -= step_size * (m / (np.sqrt(v) / root + self.eps))
+        np.sqrt(v, out=tmp)
+        tmp /= root
+        tmp += self.eps
+        np.divide(m, tmp, out=tmp)
+        tmp *= step_size
+        p -= tmp
 
 
 _CLASSES = {"sgd": SGD, "momentum": Momentum, "adam": Adam}
