@@ -240,6 +240,17 @@ def _line(row, names) -> str:
     return "  ".join(parts)
 
 
+def replace_section(path: Path, heading: str, section: list[str]) -> None:
+    """RESULTS.md with its section `heading` (`## Tagger`) replaced by
+    `section`'s lines, or those added at the end; the rest kept as it is."""
+    text = path.read_text("utf-8") if path.exists() else "# Benchmark results\n\n"
+    start = text.find(heading)
+    if start >= 0:
+        end = text.find("\n## ", start + 1)
+        text = text[:start] + text[end + 1:] if end >= 0 else text[:start]
+    path.write_text(text.rstrip("\n") + "\n\n" + "\n".join(section), "utf-8")
+
+
 def write_results(path, rows, rate, impls) -> None:
     versions = {}
     for mod in ("numpy", "numba", "torch", "jax"):

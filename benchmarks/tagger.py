@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rnn import _timeit  # noqa: E402
+from rnn import _timeit, replace_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 B, T, X, H, Y = 32, 50, 64, 64, 10
@@ -139,12 +139,7 @@ def _write(path: Path, med: dict, ratios: list[float]) -> None:
         f"{med['torch'] / med['seqdsl']:.2f}× | {', '.join(f'{q:.2f}×' for q in ratios)} |",
         "",
     ]
-    text = path.read_text("utf-8") if path.exists() else "# Benchmark results\n\n"
-    start = text.find("## Tagger")
-    if start >= 0:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + text[end + 1:] if end >= 0 else text[:start]
-    path.write_text(text.rstrip("\n") + "\n\n" + "\n".join(section), "utf-8")
+    replace_section(path, "## Tagger", section)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rnn import _timeit  # noqa: E402
+from rnn import _timeit, replace_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 B, H, LR, BATCHES = 32, 128, 0.005, 60
@@ -275,12 +275,7 @@ def _write(path: Path, med: dict, ratios: dict, parts: dict, tokens: int, steps:
         + ", ".join(f"{n} {v:.3f}" for n, v in final.items()) + ".",
         "",
     ]
-    text = path.read_text("utf-8") if path.exists() else "# Benchmark results\n\n"
-    start = text.find(SECTION)
-    if start >= 0:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + text[end + 1:] if end >= 0 else text[:start]
-    path.write_text(text.rstrip("\n") + "\n\n" + "\n".join(section), "utf-8")
+    replace_section(path, SECTION, section)
 
 
 if __name__ == "__main__":

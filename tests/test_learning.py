@@ -73,19 +73,26 @@ def _train(spec, name, path, kind, config, backend="numpy"):
     return net, params, task, valid
 
 
-def test_a_bidirectional_tagger_uses_what_comes_later(spec, tmp_path):
-    """Each character is labelled by whether an `m` comes after it: only the
-    backward direction can know."""
-    rng = np.random.default_rng(1)
+def _labelled(path, rng, marked: float, label) -> str:
+    """1,200 lines of 4 to 12 letters of `abcde`, a fraction `marked` with one
+    `m` at a random place, each followed by a tab and `label(letters)`."""
     lines = []
     for _ in range(1200):
         s = list(rng.choice(list("abcde"), rng.integers(4, 13)))
-        if rng.random() < 0.7:
+        if rng.random() < marked:
             s[rng.integers(len(s))] = "m"
-        labels = ["later" if "m" in s[i + 1:] else "no" for i in range(len(s))]
-        lines.append("".join(s) + "\t" + " ".join(labels))
-    path = tmp_path / "marker.tsv"
+        lines.append("".join(s) + "\t" + label("".join(s)))
     path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_bidirectional_tagger_uses_what_comes_later(spec, tmp_path):
+    """Each character is labelled by whether an `m` comes after it: only the
+    backward direction can know."""
+    def labels(s):
+        return " ".join("later" if "m" in s[i + 1:] else "no" for i in range(len(s)))
+
+    path = _labelled(tmp_path / "marker.tsv", np.random.default_rng(1), 0.7, labels)
     net, params, task, valid = _train(spec, "Marker", path, None,
                                       Config(epochs=3, lr=0.01, clip_norm=5))
     assert task.kind == "tag"
@@ -93,16 +100,8 @@ def test_a_bidirectional_tagger_uses_what_comes_later(spec, tmp_path):
 
 
 def test_a_many_to_one_gru_tells_whether_a_sequence_holds_a_token(spec, tmp_path):
-    rng = np.random.default_rng(2)
-    lines = []
-    for _ in range(1200):
-        s = list(rng.choice(list("abcde"), rng.integers(4, 13)))
-        has = rng.random() < 0.5
-        if has:
-            s[rng.integers(len(s))] = "m"
-        lines.append("".join(s) + "\t" + ("yes" if has else "no"))
-    path = tmp_path / "contains.tsv"
-    path.write_text("\n".join(lines) + "\n")
+    path = _labelled(tmp_path / "contains.tsv", np.random.default_rng(2), 0.5,
+                     lambda s: "yes" if "m" in s else "no")
     net, params, task, valid = _train(spec, "Contains", path, None,
                                       Config(epochs=4, lr=0.01, clip_norm=5))
     assert task.kind == "classify"

@@ -58,14 +58,33 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-def tolerance(text: str) -> float:
+def _number(text: str) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, given {text!r}") from None
+
+
+def tolerance(text: str) -> float:
+    value = _number(text)
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(
             f"expected a finite relative error ≥ 0 (e.g. 1e-6), given {text}")
+    return value
+
+
+def positive_number(text: str) -> float:
+    value = _number(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, given {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A fraction in [0, 1)."""
+    value = _number(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), given {text}")
     return value
 
 

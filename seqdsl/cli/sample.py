@@ -7,8 +7,7 @@ import sys
 
 import numpy as np
 
-from .common import EPILOG, non_negative_int, positive_int
-from .train import positive_number
+from .common import EPILOG, non_negative_int, positive_int, positive_number
 
 
 def add_parser(sub) -> None:

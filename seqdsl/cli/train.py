@@ -2,33 +2,12 @@
 network, checkpointing to DIR; `seqdsl train --resume DIR` continues."""
 from __future__ import annotations
 
-import argparse
-import math
 import sys
 from pathlib import Path
 
 from ..errors import SeqError
-from .common import EPILOG, non_negative_int, positive_int, size_binding
-
-
-def positive_number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, given {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a number > 0, given {text}")
-    return value
-
-
-def fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, given {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), given {text}")
-    return value
+from .common import (EPILOG, fraction, non_negative_int, positive_int, positive_number,
+                     size_binding)
 
 
 def add_parser(sub) -> None:
