@@ -1,10 +1,10 @@
 """The graph IR: golden text, verification, and the op tables."""
+import json
 import pathlib
 import re
 import shutil
 import subprocess
 
-import pydot
 import pytest
 
 from conftest import SPECS
@@ -75,13 +75,13 @@ def test_verify_rejects_broken_graphs():
         verify(_g([Eqn(y, "linear", (w, x))], [x], [w]))
 
 
-def test_dot_output_is_accepted_by_a_dot_parser():
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's `dot` program is not "
+                    "installed (apt install graphviz; CI installs it)")
+def test_dot_output_is_accepted_by_graphviz():
     dot = to_dot(load("seqdsl/lang/library/gru.seq").cell().graph)
-    graphs = pydot.graph_from_dot_data(dot)
-    assert len(graphs) == 1
-    names = {n.get_name() for n in graphs[0].get_nodes()}
+    done = subprocess.run(["dot", "-Tjson"], input=dot, capture_output=True, text=True, check=True)
+    assert done.stderr == ""
+    drawn = json.loads(done.stdout)
+    names = {n["name"] for n in drawn["objects"]}
     assert len([n for n in names if re.fullmatch(r"n\d+", n)]) == 8 + 14  # values in, equations
-    assert len(graphs[0].get_edges()) > 16
-    if shutil.which("dot"):  # Graphviz itself, where it is installed
-        svg = subprocess.run(["dot", "-Tsvg"], input=dot, capture_output=True, text=True, check=True)
-        assert "<svg" in svg.stdout and svg.stderr == ""
+    assert len(drawn["edges"]) > 16

@@ -7,11 +7,12 @@ import sys
 import warnings
 
 from ..errors import SeqError
-from . import cache, check, compile, export, gradcheck, graph, import_, sample, train
+from . import (cache, check, compile, diagnose, export, gradcheck, graph, import_, sample,
+               train)
 from .common import EPILOG, TRACEBACK_HELP
 
 # The commands, in the order `seqdsl --help` lists them.
-COMMANDS = (check, graph, compile, gradcheck, train, sample, export, import_, cache)
+COMMANDS = (check, graph, compile, gradcheck, diagnose, train, sample, export, import_, cache)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,9 +72,10 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="seqdsl", epilog=EPILOG,
         description="Recurrent cells and networks written as equations: check them, show "
-                    "their step graphs and derived backward steps, compile them to Numba "
-                    "kernels, check their gradients, train networks and sample from them, and "
-                    "convert weights to and from PyTorch.")
+                    "or draw their step graphs and derived backward steps, compile them to "
+                    "Numba kernels, check their gradients, measure how gradients vanish over "
+                    "time, train networks and sample from them, and convert weights to and "
+                    "from PyTorch.")
     p.add_argument("--traceback", action="store_true", help=TRACEBACK_HELP)
     sub = p.add_subparsers(title="commands", metavar="COMMAND")
     for command in COMMANDS:
