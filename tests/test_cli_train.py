@@ -188,7 +188,7 @@ def test_a_full_run_writes_its_checkpoints_curve_and_vocabulary(run_cli, files, 
     chars = sorted(set("".join(_lines())))
     lines = stdout.splitlines()
     assert lines[0].startswith(f"training network Tiny (X={len(chars) + 2}, Y={len(chars) + 2}, "
-                               "float32) as a lm task on ")
+                               "float32) as a language model on ")
     assert "54 examples (6 held out)" in lines[0]
     assert [line.split(":")[0] for line in lines[1:4]] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
     assert lines[-1] == (f"finished at epoch 3, step {steps}; checkpoints in {run} (last.json, "
@@ -299,7 +299,7 @@ def test_an_encoder_decoder_trains_on_pairs_and_samples_for_an_input(run_cli, tm
     code, stdout, err = run_cli("train", spec, "--data", data, "--out", out, "--max-steps", 3,
                                 *FAST)
     assert code == 0, err
-    assert "as a translate task" in stdout
+    assert "as an encoder-decoder on" in stdout
     assert {"vocab-x.json", "vocab-y.json"} <= {f.name for f in out.iterdir()}
     code, lines, err = run_cli("sample", out, "--input", "abc", "--count", 3, "--max-length",
                                4, "--backend", "numpy")

@@ -226,3 +226,28 @@ def test_cli_network_file_needs_a_cell(diagnose):
     code, out, _ = diagnose(f"{LIB}/tagger.seq", "--cell", "LSTM", "--steps", "3",
                             "--hidden", "4", "--input", "3")
     assert code == 0 and "  LSTM  a      H=4, X=3" in out
+
+
+def test_a_trained_networks_cell_is_measured_with_its_trained_weights(tmp_path):
+    """--checkpoint DIR: the first layer's cell of a network `seqdsl train`
+    wrote, with the weights it learned (a run of a few steps is enough to
+    tell them from a fresh initialisation)."""
+    from seqdsl.cli import main
+    from seqdsl.tools.diagnose import measure, trained_cell
+    from seqdsl.train.checkpoint import load_checkpoint
+    spec, data, out = tmp_path / "lm.seq", tmp_path / "lines.txt", tmp_path / "run"
+    spec.write_text("network LM {\n    input x : tokens\n    a = LSTM(H=6)(x)\n"
+                    "    output ŷ<t> = softmax(Wy a<t> + by)\n}\n", "utf-8")
+    data.write_text("abc\nbcd\ncab\ndab\n" * 5, "utf-8")
+    assert main(["train", str(spec), "--data", str(data), "--out", str(out), "--max-steps", "3",
+                 "--backend", "numpy", "--no-progress", "--lr", "0.1"]) == 0
+    cell, params = trained_cell(out)
+    saved = load_checkpoint(out, "best").params  # the best, where there is one
+    assert set(params) == set(cell.param_shapes)
+    assert np.array_equal(params["Wu"], saved["a.Wu"].astype(np.float64))
+    fresh = measure(cell, steps=10, batch=4, seeds=1)
+    trained = measure(cell, steps=10, batch=4, seeds=1, params=params)
+    assert trained.shape == (10,) and trained[-1] == pytest.approx(1.0)
+    assert not np.allclose(fresh, trained)
+    with pytest.raises(SeqError, match="has no layer `b`"):
+        trained_cell(out, "b")

@@ -50,7 +50,13 @@ def add_parser(sub) -> None:
         "tens of orders of magnitude over 100 steps; a GRU's and an LSTM's far less; larger "
         "recurrent weights (--scale) make it explode, and per-step clipping (--clip-norm) "
         "bounds it.", epilog=EPILOG)
-    d.add_argument("file", metavar="FILE", help="the .seq file with the cell")
+    d.add_argument("file", metavar="FILE", nargs="?", help="the .seq file with the cell (not "
+                   "with --checkpoint)")
+    d.add_argument("--checkpoint", metavar="DIR", help="a trained network's cell, with its "
+                   "trained weights, instead of a cell at its initialisation: DIR is what "
+                   "`seqdsl train --out` wrote (its best checkpoint)")
+    d.add_argument("--layer", metavar="NAME", help="with --checkpoint, the network's layer "
+                   "(`a`, `h.0.fwd`; default: its first)")
     d.add_argument("--cell", metavar="NAME", help="the cell (default: the file's only cell; a "
                    "library cell such as LSTM may be named too)")
     d.add_argument("--compare", action="append", default=[], metavar="FILE:CELL",
@@ -90,16 +96,14 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..tools import diagnose as tool
     _check_output(args.output)
-    cells = _cells(args)
     measured = []
-    for label, path, ct in cells:
-        cell = _instantiate(args, ct)
+    for label, cell, params in _instances(args):
         columns = tool.recurrent_columns(cell)
         if args.scale != 1 and not columns:
-            print(f"warning: --scale: cell {ct.name} has no weight columns that read a "
+            print(f"warning: --scale: cell {cell.type.name} has no weight columns that read a "
                   "previous state; its weights are left as they are", file=sys.stderr)
         norms = tool.measure(cell, args.steps, args.batch, args.seeds, args.scale,
-                             args.clip_norm)
+                             args.clip_norm, params=params)
         measured.append((label, cell, columns, norms))
     print("\n".join(_header(args, measured)))
     print()
@@ -111,6 +115,23 @@ def run(args) -> int:
 
 
 # ---- which cells --------------------------------------------------------------------
+
+def _instances(args):
+    """(label, cell instance, its trained params or None) for each cell measured."""
+    if (args.file is None) == (args.checkpoint is None):
+        raise SeqError("give FILE (a cell at its initialisation) or --checkpoint DIR (a trained "
+                       "network's), one of them")
+    if args.layer is not None and args.checkpoint is None:
+        raise SeqError("--layer picks a layer of a --checkpoint's network")
+    if args.checkpoint is not None:
+        from ..tools.diagnose import trained_cell
+        if args.cell or args.compare:
+            raise SeqError("--checkpoint measures the trained network's cell; --cell and "
+                           "--compare are for cells at their initialisation")
+        cell, params = trained_cell(args.checkpoint, args.layer)
+        return [(f"{cell.type.name} ({args.checkpoint}, trained)", cell, params)]
+    return [(label, _instantiate(args, ct), None) for label, _, ct in _cells(args)]
+
 
 def _cells(args) -> list[tuple[str, str, object]]:
     """(label, where from, CellType) for FILE's cell and each --compare;
@@ -169,8 +190,9 @@ def _header(args, measured) -> list[str]:
     lines = ["‖∂L/∂h<t>‖ for a loss at the last step, L = Σ over the batch of r·h<T> "
              "(r: a random unit vector; h: each cell's output state)",
              f"T={args.steps} steps, B={args.batch} examples (mean of their norms), "
-             f"{args.seeds} seed(s) (geometric mean); default initialisation, float64, "
-             f"{args.backend} backend"]
+             f"{args.seeds} seed(s) (geometric mean); "
+             f"{'trained weights' if args.checkpoint else 'default initialisation'}, float64, "
+             f"{'numpy' if args.checkpoint else args.backend} backend"]
     recurrent = "recurrent columns" + (f" (×{args.scale:g})" if args.scale != 1 else "")
     rows = [("cell", "state", "sizes", recurrent)]
     for label, cell, columns, _ in measured:

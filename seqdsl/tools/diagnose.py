@@ -86,9 +86,10 @@ def default_input(cell_type, input: int | None) -> int | None:
 
 def measure(cell, steps: int = DEFAULT_STEPS, batch: int = DEFAULT_BATCH,
             seeds: int = DEFAULT_SEEDS, scale: float = 1.0, clip_norm: float | None = None,
-            state: str | None = None) -> np.ndarray:
+            state: str | None = None, params: dict | None = None) -> np.ndarray:
     """`gradient_norms` for a cell instance: (T,) norms, mean over the batch,
-    geometric mean over seeds 0..seeds-1."""
+    geometric mean over seeds 0..seeds-1. With `params` (a trained cell's),
+    those instead of each seed's initialisation."""
     for name, value in (("steps", steps), ("batch", batch), ("seeds", seeds)):
         if int(value) != value or value < 1:
             raise SeqError(f"{name}: expected a positive whole number, given {value!r}")
@@ -103,12 +104,33 @@ def measure(cell, steps: int = DEFAULT_STEPS, batch: int = DEFAULT_BATCH,
     columns = recurrent_columns(cell)
     logs = []
     for seed in range(seeds):
-        params, x, r = random_problem(cell, steps, batch, seed)
-        params = scale_columns(params, columns, scale)
-        g = state_gradients(cell, params, x, r, clip_norm)[state]
+        own, x, r = random_problem(cell, steps, batch, seed)
+        own = scale_columns(own if params is None else params, columns, scale)
+        g = state_gradients(cell, own, x, r, clip_norm)[state]
         with np.errstate(divide="ignore"):  # an underflow to 0 is a norm of 0, log -inf
             logs.append(np.log(np.linalg.norm(g, axis=-1).mean(axis=1)))
     return np.exp(np.mean(logs, axis=0))
+
+
+def trained_cell(directory, layer: str | None = None):
+    """The cell of layer `layer` (default: the first) of the network trained
+    in `directory` (its `best` checkpoint, else `last`), in float64 on the
+    numpy backend, with its trained parameters: (cell, params)."""
+    from pathlib import Path
+
+    from ..train.run import load_model
+    name = "best" if (Path(directory) / "best.json").exists() else "last"
+    model = load_model(directory, name, "numpy")
+    layers = {prefix: c for lay in model.net.layers.values() for prefix, c in lay.cells()}
+    if layer is None:
+        layer = next(iter(layers))
+    if layer not in layers:
+        raise SeqError(f"{directory}: network {model.net.type.name} has no layer `{layer}`",
+                       hint="layers: " + ", ".join(layers))
+    c = layers[layer]
+    from ..runtime.backends import cell_instance
+    cell = cell_instance(c.cell.type, c.cell.sizes, np.float64, "numpy")
+    return cell, {n: np.asarray(model.params[k], np.float64) for k, n in c.names.items()}
 
 
 def random_problem(cell, steps: int, batch: int, seed: int):

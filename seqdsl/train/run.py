@@ -22,6 +22,10 @@ from .data import read_text, split_valid
 from .fit import Config, FitResult, fit
 from .tasks import Task, build_task, examples, infer_task, network_sizes
 
+AS = {"lm": "a language model", "tag": "a tagger", "classify": "a classifier",
+      "translate": "an encoder-decoder"}
+
+
 @dataclass
 class Model:
     """A trained network with its parameters and task (vocabularies)."""
@@ -57,8 +61,8 @@ def new_run(spec_file: str, network: str | None, data: str, out, config: Config,
     params = net.init_params(config.seed)
     train, valid = _split(all_examples, valid_fraction, config.seed)
     resized = "".join(f", {k}={v}" for k, v in (layer_sizes or {}).items())
-    echo(f"training {net.describe()}{resized and ' with layers at' + resized[1:]} as a {kind} "
-         f"task on {data}: {len(train)} examples "
+    echo(f"training {net.describe()}{resized and ' with layers at' + resized[1:]} as "
+         f"{AS[kind]} on {data}: {len(train)} examples "
          f"({len(valid)} held out), {_vocab_line(t)}; checkpoints in {out}")
     if overwrite:
         _clear_run(out)
