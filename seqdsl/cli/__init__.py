@@ -7,12 +7,13 @@ import sys
 import warnings
 
 from ..errors import SeqError
-from . import (cache, check, compile, diagnose, export, gradcheck, graph, import_, sample,
-               train)
+from . import (cache, check, compile, diagnose, export, gradcheck, graph, import_, report,
+               sample, train)
 from .common import EPILOG, TRACEBACK_HELP
 
 # The commands, in the order `seqdsl --help` lists them.
-COMMANDS = (check, graph, compile, gradcheck, diagnose, train, sample, export, import_, cache)
+COMMANDS = (check, graph, compile, gradcheck, diagnose, report, train, sample, export, import_,
+            cache)
 
 
 def main(argv: list[str] | None = None) -> int:
