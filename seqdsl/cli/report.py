@@ -102,7 +102,6 @@ def _sources(args, kind: str, which: list[str], sizes: list[str]):
                         _command(["compile", args.file, *which, *sizes, "--dtype", args.dtype,
                                   "--emit", "source"]))]
     from .common import instantiate_from_args
-    args.backend = "numba"
     _, _, net = instantiate_from_args(args, "numba", announce=False)
     return [Section(f"The generated Numba source of layer {prefix} ({c.cell.type.name})",
                     "text", c.runner.source)
