@@ -1,6 +1,8 @@
 """seqdsl against PyTorch (and JAX, if installed), side by side in one run.
 
     python benchmarks/rnn.py [--quick] [--repeats N] [--out benchmarks/RESULTS.md]
+    python benchmarks/rnn.py --threads 1,2,all [--shapes 32x256x256,1x32x64]
+                             [--cells LSTM] [--modes fwd+bwd] [--rounds N]
 
 Times LSTM (seqdsl vs torch.nn.LSTM) and the peephole LSTM (seqdsl vs a
 PyTorch eager loop), both also against JAX's lax.scan under jit, forward and
@@ -10,6 +12,15 @@ median of repeated runs after warm-up: two BLAS/OpenMP thread pools in one
 process slow each other down, and the machine drifts. It also measures the
 machine's GEMM rate and prints each time as a multiple of the GEMM-FLOP lower
 bound (the time the step's matrix products alone would take at that rate).
+
+With --threads, it instead measures thread scaling: every measurement at each
+thread count (`all` = os.cpu_count()), the count given to every implementation
+the same way, before its process starts (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS,
+MKL_NUM_THREADS, NUMBA_NUM_THREADS; torch.set_num_threads in the torch worker),
+and writes the times, the scaling efficiency t1 / (n * tn) and the serial
+fraction into RESULTS.md's "## Thread scaling" section, the rest kept. (XLA
+reads none of those variables: at 1 thread JAX's process gets XLA_FLAGS that
+turn its Eigen pool off; at more, XLA sizes its pool by itself.)
 """
 from __future__ import annotations
 
@@ -25,9 +36,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SHAPES = [(1, 32, 64), (32, 64, 128), (32, 256, 256), (64, 512, 512), (32, 1024, 1024)]
+SHAPES = [(1, 32, 64), (32, 64, 128), (32, 256, 256), (64, 512, 512), (256, 512, 512),
+          (32, 1024, 1024)]
 T = 100
 THREADS = os.cpu_count() or 1
+# What sets a process's thread count; read when the libraries load, so they are
+# set in the environment the measurement's process starts with.
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 # ---- workers: each runs in a fresh process and prints one JSON line -----------------
 
@@ -52,7 +67,8 @@ def _data(B, X, H, seed=0):
     return rng.standard_normal((T, B, X)).astype(np.float32), rng
 
 
-def work_seqdsl(cell: str, B: int, X: int, H: int, mode: str, repeats: int) -> list[float]:
+def work_seqdsl(cell: str, B: int, X: int, H: int, mode: str, repeats: int,
+                threads: int | None = None) -> list[float]:
     import numpy as np
 
     import seqdsl
@@ -69,9 +85,10 @@ def work_seqdsl(cell: str, B: int, X: int, H: int, mode: str, repeats: int) -> l
     return _timeit(run, repeats)
 
 
-def work_torch(cell: str, B: int, X: int, H: int, mode: str, repeats: int) -> list[float]:
+def work_torch(cell: str, B: int, X: int, H: int, mode: str, repeats: int,
+               threads: int | None = None) -> list[float]:
     import torch
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(threads or THREADS)
     torch.manual_seed(0)
     x = torch.randn(T, B, X)
     if cell == "LSTM":
@@ -108,7 +125,8 @@ def work_torch(cell: str, B: int, X: int, H: int, mode: str, repeats: int) -> li
     return _timeit(run, repeats)
 
 
-def work_jax(cell: str, B: int, X: int, H: int, mode: str, repeats: int) -> list[float]:
+def work_jax(cell: str, B: int, X: int, H: int, mode: str, repeats: int,
+             threads: int | None = None) -> list[float]:
     import jax
     import jax.numpy as jnp
     key = jax.random.PRNGKey(0)
@@ -158,8 +176,38 @@ WORKERS = {"seqdsl": work_seqdsl, "torch": work_torch, "jax": work_jax}
 # ---- driver --------------------------------------------------------------------------
 
 
-def _in_subprocess(args: dict, timeout: float = 900) -> dict:
+def thread_env(threads: int | None) -> dict:
+    """The environment a measurement's process starts with: `threads` for
+    every library's thread pool, or, with None, this process's own."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if threads is not None:
+        env.update({v: str(threads) for v in THREAD_VARS})
+        if threads == 1:  # XLA reads none of them; this is its one-thread switch
+            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+                                " intra_op_parallelism_threads=1").strip()
+    return env
+
+
+def pools() -> dict:
+    """The thread pools this process has loaded, and their sizes (a check that
+    the thread count took: `blas:<library>`, `openmp:<library>`, `torch`)."""
+    got = {}
+    try:
+        from threadpoolctl import threadpool_info
+        for p in threadpool_info():
+            got[f"{p['user_api']}:{os.path.basename(p['filepath']).split('-')[0]}"] = \
+                p["num_threads"]
+    except Exception:
+        pass
+    if "torch" in sys.modules:
+        got["torch"] = sys.modules["torch"].get_num_threads()
+    if "numba" in sys.modules:
+        got["numba"] = sys.modules["numba"].get_num_threads()
+    return got
+
+
+def _in_subprocess(args: dict, timeout: float = 900, threads: int | None = None) -> dict:
+    env = thread_env(threads)
     out = subprocess.run([sys.executable, __file__, "--worker", json.dumps(args)],
                          capture_output=True, text=True, env=env, timeout=timeout)
     if out.returncode != 0:
@@ -186,6 +234,17 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2,
                     help="alternating rounds per measurement; the median over all is kept")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS.md"))
+    ap.add_argument("--threads", type=thread_counts, metavar="N,N,...",
+                    help="measure thread scaling at these counts (e.g. 1,2,all; all = "
+                         f"os.cpu_count() = {THREADS}) and write RESULTS.md's "
+                         "'## Thread scaling' section")
+    ap.add_argument("--shapes", type=shape_list, metavar="BxXxH,...",
+                    help="the (B, X, H) to measure (default: those of --quick or all: "
+                         + ", ".join("x".join(map(str, s)) for s in SHAPES) + ")")
+    ap.add_argument("--cells", type=lambda s: s.split(","), default=["LSTM", "PeepholeLSTM"],
+                    help="comma-separated, from LSTM,PeepholeLSTM (default both)")
+    ap.add_argument("--modes", type=lambda s: s.split(","), default=["fwd", "fwd+bwd"],
+                    help="comma-separated, from fwd,fwd+bwd (default both)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -194,15 +253,25 @@ def main() -> None:
             print(json.dumps({"rate": work_gemm(spec["n"], spec["repeats"])}))
         else:
             fn = WORKERS[spec["impl"]]
-            times = fn(spec["cell"], spec["B"], spec["X"], spec["H"], spec["mode"], spec["repeats"])
-            print(json.dumps({"times": times}))
+            times = fn(spec["cell"], spec["B"], spec["X"], spec["H"], spec["mode"], spec["repeats"],
+                       spec.get("threads"))
+            print(json.dumps({"times": times, "pools": pools()}))
         return
 
-    shapes = SHAPES[:3] if args.quick else SHAPES
-    impls = {"LSTM": ["seqdsl", "torch"], "PeepholeLSTM": ["seqdsl", "torch"]}
+    shapes = args.shapes or (SHAPES[:3] if args.quick else SHAPES)
+    for c in args.cells:
+        if c not in ("LSTM", "PeepholeLSTM"):
+            ap.error(f"--cells: {c!r} is not LSTM or PeepholeLSTM")
+    for m in args.modes:
+        if m not in ("fwd", "fwd+bwd"):
+            ap.error(f"--modes: {m!r} is not fwd or fwd+bwd")
+    impls = {c: ["seqdsl", "torch"] for c in args.cells}
     if has("jax"):
         for names in impls.values():
             names.append("jax")
+    if args.threads:
+        sweep(args, shapes, impls)
+        return
     print(f"threads: {THREADS}; measuring the GEMM rate ...", flush=True)
     rate = max(_in_subprocess({"impl": "gemm", "n": n, "repeats": 9})["rate"]
                for n in (1024, 2048))
@@ -210,7 +279,7 @@ def main() -> None:
     rows = []
     for cell, names in impls.items():
         for (B, X, H) in shapes:
-            for mode in ("fwd", "fwd+bwd"):
+            for mode in args.modes:
                 times = {n: [] for n in names}
                 for r in range(args.rounds):  # alternate the implementations
                     for n in (names if r % 2 == 0 else names[::-1]):
@@ -224,6 +293,235 @@ def main() -> None:
                 rows.append(row)
                 print(_line(row, names), flush=True)
     write_results(args.out, rows, rate, impls)
+
+
+def thread_counts(text: str) -> list[int]:
+    """`1,2,all` -> [1, 2, os.cpu_count()], in order, without repeats."""
+    out = []
+    for part in text.split(","):
+        part = part.strip().lower()
+        n = THREADS if part == "all" else int(part) if part.isdigit() else 0
+        if n < 1:
+            raise argparse.ArgumentTypeError(f"{part!r} is not a thread count or 'all'")
+        if n not in out:
+            out.append(n)
+    return out
+
+
+def shape_list(text: str) -> list[tuple[int, int, int]]:
+    """`32x256x256,1x32x64` -> [(32, 256, 256), (1, 32, 64)]."""
+    out = []
+    for part in text.split(","):
+        dims = part.strip().lower().replace("(", "").replace(")", "").replace(" ", "").split("x")
+        if len(dims) != 3 or not all(d.isdigit() and int(d) > 0 for d in dims):
+            raise argparse.ArgumentTypeError(f"{part!r} is not B x X x H, e.g. 32x256x256")
+        out.append(tuple(int(d) for d in dims))
+    return out
+
+
+def _load() -> str:
+    try:
+        return "/".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def sweep(args, shapes, impls) -> None:
+    """Each (cell, shape, pass) at each thread count, every implementation in
+    its own process; per round the thread counts and the implementations both
+    alternate their order, so the machine's drift falls on all of them."""
+    counts = args.threads
+    load_before = _load()
+    peak = [os.getloadavg()[0]] if hasattr(os, "getloadavg") else []
+    print(f"thread counts {counts} (os.cpu_count() = {THREADS}); load {load_before}", flush=True)
+    rows = []
+    for cell, names in impls.items():
+        for (B, X, H) in shapes:
+            for mode in args.modes:
+                times = {(n, k): [] for n in names for k in counts}
+                per_round = {(n, k): [] for n in names for k in counts}
+                seen = {}
+                for r in range(args.rounds):
+                    for k in (counts if r % 2 == 0 else counts[::-1]):
+                        for n in (names if (r // 2) % 2 == 0 else names[::-1]):
+                            res = _in_subprocess({"impl": n, "cell": cell, "B": B, "X": X,
+                                                  "H": H, "mode": mode, "repeats": args.repeats,
+                                                  "threads": k}, threads=k)
+                            if "error" in res:
+                                print(f"  {n} at {k} threads failed: {res['error']}", flush=True)
+                            times[(n, k)] += res.get("times", [])
+                            if peak:
+                                peak.append(os.getloadavg()[0])
+                            per_round[(n, k)].append(statistics.median(res["times"])
+                                                     if res.get("times") else None)
+                            seen.setdefault((n, k), res.get("pools"))
+                med = {nk: statistics.median(t) if t else None for nk, t in times.items()}
+                row = {"cell": cell, "B": B, "X": X, "H": H, "mode": mode, "median": med,
+                       "rounds": per_round, "pools": seen}
+                rows.append(row)
+                print(_scaling_line(row, names, counts), flush=True)
+    load_after = _load()
+    print(f"load {load_after}", flush=True)
+    write_scaling(Path(args.out), rows, impls, counts, args, (load_before, load_after),
+                  max(peak, default=None))
+
+
+def scaling(med: dict, name: str, counts: list[int]) -> tuple[dict, float | None, int | None]:
+    """({n: efficiency t1 / (n * tn)}, serial fraction, its n) of one
+    implementation. The serial fraction is Karp–Flatt's at the largest
+    count n: (tn / t1 - 1/n) / (1 - 1/n), on 2 threads 2 * t2 / t1 - 1 (Amdahl's
+    s, had the rest scaled perfectly); it needs t1, so None without it."""
+    t1 = med.get((name, 1))
+    eff = {n: t1 / (n * med[(name, n)]) if t1 and med.get((name, n)) else None
+           for n in counts if n != 1}
+    top = max((n for n in counts if n > 1), default=None)
+    s = None
+    if t1 and top and med.get((name, top)):
+        s = (med[(name, top)] / t1 - 1 / top) / (1 - 1 / top)
+    return eff, s, top
+
+
+def round_ratios(row, name: str, counts: list[int]) -> list[float]:
+    """Per round, the largest count's time over the one-thread time: how
+    steady the scaling was from round to round (sorted)."""
+    top = max(counts)
+    if 1 not in counts or top == 1:
+        return []
+    return sorted(a / b for a, b in zip(row["rounds"][(name, top)], row["rounds"][(name, 1)])
+                  if a and b)
+
+
+def _pct(x):
+    return "—" if x is None else f"{x * 100:.0f}%"
+
+
+def _frac(x):
+    return "—" if x is None else f"{x:.2f}"
+
+
+def _scaling_line(row, names, counts) -> str:
+    med = row["median"]
+    parts = [f"{row['cell']:<13}({row['B']:>3},{row['X']:>5},{row['H']:>5}) {row['mode']:<8}"]
+    for n in names:
+        eff, s, top = scaling(med, n, counts)
+        ts = " ".join(f"{k}t {_ms(med[(n, k)])}" for k in counts)
+        rr = round_ratios(row, n, counts)
+        parts.append(f"{n}: {ts} ms; eff " + " ".join(f"{k}t {_pct(e)}" for k, e in eff.items())
+                     + (f", serial {_frac(s)}" if top else "")
+                     + (f"; t{top}/t1 per round {', '.join(f'{q:.2f}' for q in rr)}" if rr else ""))
+    return "  |  ".join(parts)
+
+
+def _machine() -> str:
+    """`lscpu | head -20` and `nproc`, as the machine reports them."""
+    out = []
+    for cmd in ("lscpu | head -20", "nproc"):
+        try:
+            got = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=10)
+            out.append(f"$ {cmd}\n{got.stdout.rstrip()}")
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return "\n".join(out)
+
+
+def _revision() -> str:
+    """seqdsl's commit, and whether its files differ from it ('' outside git)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "seqdsl"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return f"seqdsl at {head}" + (" with uncommitted changes" if dirty else "") if head else ""
+
+
+def write_scaling(path: Path, rows, impls, counts, args, loads, peak=None) -> None:
+    versions = _versions()
+    many = [k for k in counts if k > 1]
+    top = max(many, default=None)
+    lines = [
+        "## Thread scaling",
+        "",
+        f"Run {datetime.date.today().isoformat()} by `python benchmarks/rnn.py --threads "
+        f"{','.join(map(str, counts))}` on {_cpu()} (os.cpu_count() = {THREADS}); "
+        + ", ".join([*([_revision()] if _revision() else []),
+                     *(f"{k} {v}" for k, v in versions.items())]) + ". "
+        f"float32, T = {T}; medians over {args.rounds} alternating rounds of up to "
+        f"{args.repeats} timed runs after warm-up, each implementation and thread count in its "
+        "own process, started with OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, MKL_NUM_THREADS and "
+        "NUMBA_NUM_THREADS set to the count (and torch.set_num_threads in torch's). "
+        "*eff n* is the scaling efficiency t1 / (n · tn) (100% = perfect). "
+        + (f"*serial* is the serial fraction implied by the {top}-thread time "
+           f"(Karp–Flatt, (t{top}/t1 − 1/{top}) / (1 − 1/{top})"
+           + (", on 2 threads 2·t2/t1 − 1" if top == 2 else "")
+           + "): 0 = all of it parallel, 1 = none of it; above 1, the "
+           f"{top}-thread run was slower than the one-thread run; below 0, noise or cache "
+           "effects. " if top and 1 in counts else "")
+        + (f"*t{top}/t1 per round* is that ratio in each round (sorted): how steady it was. "
+           if top and 1 in counts else "")
+        + f"Load average (1/5/15 min) {loads[0]} before, {loads[1]} after"
+        + (f", 1-minute peak {peak:.2f} while measuring" if peak is not None else "") + "."
+        + (" **Other work shared the machine** (a load average above what one measurement "
+           "process explains): the times are noisy, the multi-thread ones most, since a "
+           "thread pool waits for its slowest thread and a busy core stalls it; rerun on a "
+           "quiet machine before drawing conclusions."
+           if peak is not None and peak > max(counts) + 0.5 else ""),
+        "",
+    ]
+    machine = _machine()
+    if machine:
+        lines += ["<details><summary>Machine</summary>", "", "```", machine, "```", "",
+                  "</details>", ""]
+    for cell, names in impls.items():
+        lines += [f"### {cell}", ""]
+        head = ["(B, X, H)", "pass"]
+        for n in names:
+            head += [f"{n} {k}t ms" for k in counts] + [f"{n} eff {k}" for k in many]
+            head += [f"{n} serial", f"{n} t{top}/t1 per round"] if top and 1 in counts else []
+        lines.append("| " + " | ".join(head) + " |")
+        lines.append("|" + "---|" * len(head))
+        for r in rows:
+            if r["cell"] != cell:
+                continue
+            cells = [f"({r['B']}, {r['X']}, {r['H']})", r["mode"]]
+            for n in names:
+                eff, s, _ = scaling(r["median"], n, counts)
+                cells += [_ms(r["median"][(n, k)]) for k in counts]
+                cells += [_pct(eff[k]) for k in many]
+                if top and 1 in counts:
+                    cells += [_frac(s), ", ".join(f"{q:.2f}" for q in round_ratios(r, n, counts))]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    # the thread pools each process reported: a check that the counts took
+    checks = sorted({f"{n} at {k}: " + ", ".join(f"{lib} {m}" for lib, m in sorted(p.items()))
+                     for r in rows for (n, k), p in r["pools"].items() if p})
+    if checks:
+        lines += ["Thread pools as the processes reported them (threadpoolctl; torch."
+                  "get_num_threads; numba.get_num_threads): " + "; ".join(checks) + ".", ""]
+    replace_section(path, "## Thread scaling", lines)
+    print(f"wrote {path} (## Thread scaling)")
+
+
+def _versions() -> dict:
+    versions = {}
+    for mod in ("numpy", "numba", "torch", "jax"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except Exception:
+            pass
+    return versions
+
+
+def _cpu() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return cpu
 
 
 def _ms(s):
@@ -252,20 +550,7 @@ def replace_section(path: Path, heading: str, section: list[str]) -> None:
 
 
 def write_results(path, rows, rate, impls) -> None:
-    versions = {}
-    for mod in ("numpy", "numba", "torch", "jax"):
-        try:
-            versions[mod] = __import__(mod).__version__
-        except Exception:
-            pass
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    versions, cpu = _versions(), _cpu()
     lines = [
         "# Benchmark results",
         "",
@@ -296,7 +581,16 @@ def write_results(path, rows, rate, impls) -> None:
                 cells += [_ms(t), f"{t / ours:.2f}×" if t and ours else "—"]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
-    Path(path).write_text("\n".join(lines))
+    # The other scripts' sections (## Tagger, ## Thread scaling, ...) stay.
+    path = Path(path)
+    old = path.read_text("utf-8") if path.exists() else ""
+    mine = {f"## {cell}" for cell in impls}
+    kept = [part for part in old.split("\n## ")[1:]
+            if f"## {part.splitlines()[0].strip()}" not in mine]
+    text = "\n".join(lines).rstrip("\n")
+    for part in kept:
+        text += "\n\n## " + part.rstrip("\n")
+    path.write_text(text + "\n", "utf-8")
     print(f"wrote {path}")
 
 

@@ -125,7 +125,7 @@ def instantiate(definition: CellType | NetworkType, hidden: int | None = None,
                 backend: str = "numpy"):
     """A cell or a network at concrete sizes and dtype. `backend="numpy"`
     runs the reference interpreter; `"numba"` generates, caches and compiles
-    specialised code (same interface, much faster). A network's hidden sizes
+    code for the dtype, once for every size (same interface, much faster). A network's hidden sizes
     are written in its spec; `input` and `sizes` give its input sizes (a
     tokens input's is its vocabulary) and its outputs' numbers of classes."""
     check_backend(backend)

@@ -9,12 +9,32 @@ is inferred, so each weight's result is tied to a value of known size
 somewhere (the generator "anchors" it by adding such a value where needed).
 Arguments of `log` and `exp` are kept bounded so the finite differences the
 cells are checked with stay accurate.
+
+The language's later forms are drawn too: learned scalars (`param α0 : 1`,
+scaling a value), transposed weights (`W0ᵀ h`, `W0.T h`) and matrix sums
+(`(W0 - W0ᵀ - 0.5 * I) h`) of square weights, intermediates of their own size
+(`p0 : M = (W1 x) * (W2 h)`, read through weights), and a computed output
+(`output y<t> = softmax(W3 h<t> + b0)`, of its own size Y). `SIZES` binds M
+and Y; `sizes_for` picks those a cell has.
 """
 from __future__ import annotations
 
 from hypothesis import strategies as st
 
 STATE_NAMES = ["h", "c", "m"]
+SIZES = {"M": 2, "Y": 3}  # the sized intermediates' symbol and the computed output's
+
+
+def sizes_for(cell_type) -> dict[str, int]:
+    """The sizes of SIZES that a generated cell type has."""
+    return {k: v for k, v in SIZES.items() if k in cell_type.symbols}
+
+
+def layer_sizes(src: str) -> str:
+    """The sizes of SIZES a generated cell's source uses, as a network layer
+    gives them: `, M=2, Y=3` (or nothing)."""
+    used = {"M": " : M = " in src, "Y": "output y<t> =" in src}
+    return "".join(f", {k}={v}" for k, v in SIZES.items() if used[k])
 FUNCTIONS = ["σ", "sigmoid", "tanh", "relu", "exp", "log", "softmax", "layernorm"]
 
 
@@ -26,6 +46,8 @@ class _Writer:
         self.weights: dict[tuple, str] = {}  # part sizes -> a weight that may be shared
         self.n_weights = 0
         self.n_vec = 0
+        self.scalars: list[str] = []  # declared `param α0 : 1`
+        self.sized: list[str] = []  # intermediates of size M, read only through weights
 
     def weight(self, signature: tuple) -> str:
         if signature in self.weights and self.draw(st.booleans()):
@@ -55,12 +77,39 @@ class _Writer:
         n_more = self.draw(st.integers(0 if parts else 1, 2))
         parts += [self.anchored(depth - 1) if depth > 0 and self.draw(st.booleans())
                   else self.leaf() for _ in range(n_more)]
+        if self.sized and self.draw(st.integers(0, 3)) == 0:
+            parts.append(self.draw(st.sampled_from(self.sized)))
         self.draw(st.randoms()).shuffle(parts)
-        w = self.weight(tuple("X" if p == "x" else "H" for p in parts))
+        w = self.weight(tuple("X" if p == "x" else "M" if p in self.sized else "H"
+                              for p in parts))
+        if parts == [p for p in parts if p not in self.sized and p != "x"] and len(parts) == 1 \
+                and ("H",) in self.weights and self.draw(st.integers(0, 3)) == 0:
+            return self.transposed(self.weights[("H",)], parts[0])
         if len(parts) == 1 and (parts[0].isidentifier() or parts[0].endswith(">")) \
                 and self.draw(st.booleans()):
             return f"{w} {parts[0]}"  # juxtaposition: `W x`, `W h<t>`
         return f"{w}[{', '.join(parts)}]"
+
+    def transposed(self, w: str, part: str) -> str:
+        """A square weight's transpose, or a sum of it and its transpose,
+        applied to a size-H value."""
+        form = self.draw(st.sampled_from(["T", "dotT", "anti", "shift"]))
+        arg = part if part.isidentifier() or part.endswith(">") else f"[{part}]"
+        if form == "T":
+            return f"{w}ᵀ {arg}"
+        if form == "dotT":
+            return f"{w}.T[{part}]"
+        if form == "anti":
+            return f"({w} - {w}ᵀ) {arg}"
+        return f"({w}ᵀ - 0.5 * I) {arg}"
+
+    def scalar(self) -> str:
+        """A learned scalar, new or one declared before."""
+        if self.scalars and self.draw(st.booleans()):
+            return self.draw(st.sampled_from(self.scalars))
+        name = f"α{len(self.scalars)}"
+        self.scalars.append(name)
+        return name
 
     def expr(self, depth: int) -> tuple[str, bool]:
         """(expression of size H, whether its size is anchored)."""
@@ -80,7 +129,9 @@ class _Writer:
             op = self.draw(st.sampled_from(["+", "-", "*", "⊙"]))
             return f"({a} {op} {b})", a_ok or b_ok
         if kind == "scale":
-            c = self.draw(st.sampled_from(["0.5", "2", "1.5", "3"]))
+            c = self.draw(st.sampled_from(["0.5", "2", "1.5", "3", "α", "σ(α)"]))
+            if "α" in c:
+                c = c.replace("α", self.scalar())
             return (f"({c} * {a})" if self.draw(st.booleans()) else f"(1 - {a})"), a_ok
         if kind == "bias":
             return f"({self.vector()} * {a} + {self.vector()})", a_ok
@@ -109,6 +160,15 @@ def cells(draw, max_depth: int = 3) -> str:
     while pending:
         # Either an intermediate (usable by the equations after it) or a state update.
         if n_inter < 3 and draw(st.booleans()):
+            if draw(st.integers(0, 3)) == 0:  # an intermediate of its own size M
+                name = f"p{len(w.sized)}"
+                # Weights of M rows: never shared with those of H rows.
+                first = f"{w.weight(('X', '→M'))} x"
+                second = f"{w.weight(('H', '→M'))}[{w.leaf()}]"
+                lines.append(f"    {name} : M = ({first}) * ({second})")
+                w.sized.append(name)
+                n_inter += 1
+                continue
             name = f"g{n_inter}"
             n_inter += 1
             lines.append(f"    {name} = {w.anchored(draw(st.integers(1, max_depth)))}")
@@ -122,6 +182,16 @@ def cells(draw, max_depth: int = 3) -> str:
                 else f"{gate} * {body}"
         lines.append(f"    {s}<t> = {body}")
         w.available.append(f"{s}<t>")
-    lines.append(f"    output {w.states[0]}")
+    if draw(st.integers(0, 3)) == 0:  # a computed output, of its own size Y
+        fn = draw(st.sampled_from(["softmax", "tanh", ""]))
+        body = f"W{w.n_weights} {w.states[0]}<t> + {w.vector()}"
+        w.n_weights += 1
+        lines.append(f"    output y<t> = {fn}({body})" if fn else f"    output y<t> = {body}")
+    else:
+        lines.append(f"    output {w.states[0]}")
     lines.append("}")
+    scalars = [f"    param {a} : {draw(st.sampled_from(['1', 'scalar']))}"
+               + draw(st.sampled_from(["", " = 0.5", " = -1", " ~ normal(0.5)"]))
+               for a in w.scalars]
+    lines[3:3] = scalars
     return "\n".join(lines) + "\n"

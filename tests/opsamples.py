@@ -28,6 +28,8 @@ def _structural(n: int) -> dict:
     x0, x1, x6 = _v("x0", BATCH, n), _v("x1", BATCH, 2), _v("x0", BATCH, n + 2)
     g = _v("g", BATCH, 3)
     w = _v("W", MATRIX, 3, n + 2)
+    wt = _v("W", MATRIX, n + 2, 3)
+    s1, vn = _v("α", VECTOR, 1), _v("v", VECTOR, n)
     y = _v("y", BATCH, n)
     return {
         "copy": ([x0], [], (x0,), y, ()),
@@ -38,6 +40,12 @@ def _structural(n: int) -> dict:
         "bsum": ([x0], [], (x0,), _v("y", VECTOR, n), ()),
         "slice": ([x6], [], (x6,), y, _cols(1, n + 1)),
         "zeros": ([], [], (), y, ()),
+        # Wᵀ: W is (n+2)×3 here, applied transposed to [x0, x1].
+        "tlinear": ([x0, x1], [wt], (wt, x0, x1), _v("y", BATCH, 3), ()),
+        "tlinear_t": ([g], [wt], (wt, g), _v("y", BATCH, 2), _cols(n, n + 2)),
+        "touter": ([g, x0, x1], [], (g, x0, x1), _v("y", MATRIX, n + 2, 3), (("of", "W"),)),
+        "broadcast": ([], [s1], (s1,), _v("y", VECTOR, n), (("size", Size.of(n)),)),
+        "fsum": ([], [vn], (vn,), _v("y", VECTOR, 1), ()),
     }
 
 

@@ -21,16 +21,18 @@ ROOT = Path(__file__).resolve().parent.parent
 RNN = str(ROOT / "seqdsl" / "lang" / "library" / "rnn.seq")
 PACKAGE = Path(cache.__file__).resolve().parents[2]
 
-# Runs the smallest cell compiled and by the reference, forward and backward,
-# and says which entry it used, whether it was a cache hit, and the difference.
+# Runs the smallest cell compiled and by the reference, forward and backward
+# (at H=3, X=2 unless given), and says which entry it used, whether it was a
+# cache hit, and the difference.
 SCRIPT = """
 import sys
 import numpy as np
 from seqdsl.tools.gradcheck import random_problem
 from seqdsl.spec import instantiate, load
 ct = load(sys.argv[1]).cell(None)
-ref = instantiate(ct, 3, 2, dtype=np.float64)
-jit = instantiate(ct, 3, 2, dtype=np.float64, backend="numba")
+hidden, input = (int(n) for n in sys.argv[2:4]) if len(sys.argv) > 2 else (3, 2)
+ref = instantiate(ct, hidden, input, dtype=np.float64)
+jit = instantiate(ct, hidden, input, dtype=np.float64, backend="numba")
 pb = random_problem(ref, 4, 3, 0)
 want = ref.forward(pb.params, pb.x, pb.lengths, pb.state0)
 got = jit.forward(pb.params, pb.x, pb.lengths, pb.state0)
@@ -44,17 +46,19 @@ sys.exit(0 if err < 1e-12 else 3)
 """
 
 
-def run_cell(package: Path, cache_dir: Path, spec: str = RNN, **env) -> dict:
-    proc = run_cell_async(package, cache_dir, spec, **env)
+def run_cell(package: Path, cache_dir: Path, spec: str = RNN, sizes: tuple = (), **env) -> dict:
+    proc = run_cell_async(package, cache_dir, spec, sizes, **env)
     out, err = proc.communicate(timeout=300)
     return finished(proc, out, err)
 
 
-def run_cell_async(package: Path, cache_dir: Path, spec: str = RNN, **env) -> subprocess.Popen:
+def run_cell_async(package: Path, cache_dir: Path, spec: str = RNN, sizes: tuple = (),
+                   **env) -> subprocess.Popen:
     env = {**os.environ, "SEQDSL_CACHE_DIR": str(cache_dir), **env}
     # From the package's folder: `-c` imports from the working directory first.
-    return subprocess.Popen([sys.executable, "-c", SCRIPT, spec], env=env, text=True, cwd=package,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen([sys.executable, "-c", SCRIPT, spec, *map(str, sizes)], env=env,
+                            text=True, cwd=package, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
 
 
 def finished(proc, out: str, err: str) -> dict:
@@ -123,6 +127,16 @@ def test_the_same_cell_in_another_file_shares_the_entry(package, pristine, tmp_p
     elsewhere.write_text("# the same cell, elsewhere\n" + Path(RNN).read_text("utf-8"), "utf-8")
     r = run_cell(package, tmp_path / "c", str(elsewhere))
     assert r["hit"] == "True" and r["entry"] == first["entry"]
+    assert [e.key for e in cache.entries(tmp_path / "c")] == [first["entry"]]
+
+
+def test_another_size_in_another_process_loads_the_same_entry(package, pristine, tmp_path):
+    """The generated source holds no size: a cell at new sizes is a cache
+    hit, and its results still match the reference (the script checks)."""
+    folder, first = pristine
+    shutil.copytree(folder, tmp_path / "c")
+    r = run_cell(package, tmp_path / "c", sizes=(7, 5))
+    assert r["hit"] == "True" and r["entry"] == first["entry"] and r["sum"] != first["sum"]
     assert [e.key for e in cache.entries(tmp_path / "c")] == [first["entry"]]
 
 

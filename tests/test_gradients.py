@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cellgen import cells
+from cellgen import cells, sizes_for
 from seqdsl.tools.gradcheck import TOLERANCE, gradcheck, random_problem, step, tolerance
 from seqdsl.spec import instantiate, library_cells, loads
 
@@ -24,7 +24,8 @@ def test_shipped_cells_gradcheck(name):
 @settings(max_examples=200, deadline=None)
 @given(src=cells(), seed=st.integers(0, 2**16))
 def test_generated_cells_gradcheck(src, seed):
-    cell = instantiate(loads(src, "generated.seq").cell(), hidden=3, input=2)
+    ct = loads(src, "generated.seq").cell()
+    cell = instantiate(ct, hidden=3, input=2, sizes=sizes_for(ct))
     pb = random_problem(cell, steps=4, batch=3, seed=seed)
     errors = gradcheck(cell, pb)
     assert set(errors) == (set(cell.param_shapes) | set(cell.input_sizes)

@@ -10,13 +10,13 @@ import pytest
 
 from opsamples import random_env, sample_graph, vjp_error
 from seqdsl.ir.autodiff import backward
-from seqdsl.ir.graph import BATCH, MATRIX, Lit, verify
+from seqdsl.ir.graph import BATCH, MATRIX, Graph, Lit, Size, verify
 from seqdsl.ir.ops import (BACKWARD_ONLY, ELEMENTWISE, FAMILIES, FEATURE_WISE, OPS, Accumulate,
                            Op, Product, Row, Scalar)
 from seqdsl.ir.ops.elementwise import elementwise
 from seqdsl.lang.rules import FUNCTIONS
 from seqdsl.runtime.interp import evaluate
-from seqdsl.runtime.numba.codegen import GENERATOR_NAMES
+from seqdsl.runtime.numba.codegen import GENERATOR_NAMES, size_code
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BATCH_SIZE = 3
@@ -49,17 +49,30 @@ def test_every_facet_works_on_a_sample_equation(name):
 
 
 def _check_code(op, e) -> None:
-    """The Numba code parses, and row code uses only the scratch names it declares."""
+    """The Numba code parses, and row code uses only the scratch names it
+    declares; its sizes are run-time values, written by the `size` it is given
+    (here over a variable `n9`), never numbers of its own."""
     args = [f"a{i}[_b, {{j}}]" for i in range(len(e.args))]
     if isinstance(op.code, Scalar):
         ast.parse(op.code([a.format(j="_j") for a in args]), mode="eval")
     elif isinstance(op.code, Row):
-        source = "\n".join(op.code.write(e, "out[_b, {j}]", args, lambda v: "K9"))
+        e = _symbolic(e)
+        source = "\n".join(op.code.write(e, "out[_b, {j}]", args, lambda v: "K9",
+                                          lambda s: size_code(s, lambda k: "n9")))
         names = {n.id for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Name)}
         allowed = set(op.code.scratch) | {"_k", "_b", "np", "max", "min", "range", "out", "K0",
-                                          "K1", "K9"} | {f"a{i}" for i in range(len(args))}
+                                          "K1", "K9", "DT", "n9"} | {f"a{i}" for i in
+                                                                     range(len(args))}
         assert names <= allowed, names - allowed
         assert set(op.code.scratch) <= GENERATOR_NAMES
+
+
+def _symbolic(e):
+    """`e` with every size a form over a symbol `N` (each number n becoming
+    n·N): what a row writer meets in a size-generic kernel."""
+    def over_n(s: Size) -> Size:
+        return Size.of("N") * s.const if s.is_const() else s
+    return Graph("g", (), (), (e,), ()).map_sizes(over_n).eqns[0]
 
 
 @pytest.mark.parametrize("name", sorted(n for n, op in OPS.items() if op.vjp is not None))
@@ -74,7 +87,7 @@ def test_every_vjp_matches_finite_differences(name):
 def test_backward_only_ops_are_those_without_a_vjp():
     assert set(BACKWARD_ONLY) == {n for n, op in OPS.items() if op.vjp is None}
     assert {"step", "softmax_vjp", "log_softmax_vjp", "layernorm_vjp", "linear_t", "outer",
-            "bsum", "slice", "zeros"} == set(BACKWARD_ONLY)
+            "bsum", "slice", "zeros", "tlinear_t", "touter", "fsum"} == set(BACKWARD_ONLY)
 
 
 def test_every_language_function_is_a_registered_forward_op():

@@ -7,7 +7,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import seqdsl
-from cellgen import cells
+from cellgen import cells, layer_sizes
 from seqdsl.errors import SeqError
 from seqdsl.runtime.layers import reverse_each
 from seqdsl.tools.gradcheck import TOLERANCE
@@ -232,7 +232,8 @@ def networks(draw):
     defs = [draw(cells(max_depth=2)).replace("cell Gen", f"cell Gen{i}") for i in range(n_cells)]
     layers = []
     for _ in range(draw(st.integers(1, 3))):
-        layer = f"Gen{draw(st.integers(0, n_cells - 1))}(H={draw(st.integers(2, 3))})"
+        i = draw(st.integers(0, n_cells - 1))
+        layer = f"Gen{i}(H={draw(st.integers(2, 3))}{layer_sizes(defs[i])})"
         layers.append(f"bidirectional({layer})" if draw(st.booleans()) else layer)
     stacked = layers[0] if len(layers) == 1 else f"stack({', '.join(layers)})"
     fn = draw(st.sampled_from(["softmax", "σ", ""]))

@@ -29,13 +29,20 @@ def run(args) -> int:
     for ct in spec.cells.values() if args.network is None else ():
         out.append(f"cell {ct.name}  ({args.file}:{ct.loc.line})")
         out.append("  inputs      " + ", ".join(f"{n}: {s}" for n, s in ct.inputs))
-        out.append("  states      " + ", ".join(f"{n}: {s}" for n, s in ct.states)
-                   + f"   (output {ct.output})")
+        states = [(n, s) for n, s in ct.states if not (ct.computed_output and n == ct.output)]
+        out.append("  states      " + ", ".join(f"{n}: {s}" for n, s in states)
+                   + ("" if ct.computed_output else f"   (output {ct.output})"))
+        if ct.computed_output:
+            size = dict(ct.states)[ct.output]
+            out.append(f"  output      {ct.output}<t>: {size}   (computed at every step)")
+        if ct.sizes:
+            out.append("  sized       " + ", ".join(f"{n}: {s}" for n, s in ct.sizes.items()))
         out.append("  parameters")
         rows = []
         for name, v in ct.params.items():
             start = _start(ct.inits.get(name, ("default",)), len(v.shape))
-            rows.append((name, _shape(v.shape), "weight" if len(v.shape) == 2 else "vector", start))
+            kind = "weight" if len(v.shape) == 2 else "scalar" if name in ct.scalars else "vector"
+            rows.append((name, _shape(v.shape), kind, start))
         out += table(rows, indent=4)
         for c in ct.constraints:
             out.append(f"  constraint  input size {c} (required by line {c.loc.line}); "

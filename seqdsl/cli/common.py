@@ -170,9 +170,21 @@ def instantiate_from_args(args, backend: str, announce: bool):
                                              dtype=args.dtype, backend=backend)
     hidden = DEFAULT_HIDDEN if args.hidden is None else args.hidden
     return kind, definition, instantiate(
-        definition, hidden, input_size(args, definition),
-        sizes(args, "cell", definition.name, definition.symbols), dtype=args.dtype,
-        backend=backend)
+        definition, hidden, input_size(args, definition), cell_sizes(args, definition),
+        dtype=args.dtype, backend=backend)
+
+
+def cell_sizes(args, ct) -> dict[str, int]:
+    """--size bindings for a cell, and DEFAULT_SIZE for each symbol that
+    neither they, --hidden nor --input bind (a sized intermediate's `M`, a
+    computed output's `Y`)."""
+    bound = sizes(args, "cell", ct.name, ct.symbols)
+    by_flags = {s for _, size in ct.states + ct.inputs for s in size.symbols
+                if not (ct.computed_output and _ == ct.output)}
+    for s in ct.symbols:
+        if s not in bound and s not in by_flags:
+            bound[s] = DEFAULT_SIZE
+    return bound
 
 
 def network_sizes(args, nt) -> dict[str, int]:

@@ -11,7 +11,8 @@ from .common import EPILOG, definition_args, instantiate_from_args, size_args
 def add_parser(sub) -> None:
     m = sub.add_parser("compile", help="generate, compile and cache the Numba kernels of a cell or a network",
                        description="Parse, check and differentiate a cell, plan its products, "
-                       "generate Python source specialised to its sizes and dtype, and compile it "
+                       "generate Python source for its dtype (sizes are run-time arguments, so every "
+                       "size shares it), and compile it "
                        "with Numba (cached on disk: a second run loads it). Prints a summary: "
                        "parameters, FLOPs per step, where the source is, compile time and "
                        "whether the cache was hit. With --network, every cell of the network, "

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SeqError
-from .common import (EPILOG, load, pick_cell, positive_int, positive_number, size_binding,
-                     sizes, table)
+from .common import (EPILOG, cell_sizes, load, pick_cell, positive_int, positive_number,
+                     size_binding, table)
 
 FORMATS = (".png", ".svg", ".pdf")
 
@@ -180,7 +180,7 @@ def _instantiate(args, ct):
     if args.backend == "numba":
         print(f"compiling {ct.name} ...", file=sys.stderr, flush=True)
     return instantiate(ct, args.hidden, default_input(ct, args.input),
-                       sizes(args, "cell", ct.name, ct.symbols), dtype=np.float64,
+                       cell_sizes(args, ct), dtype=np.float64,
                        backend=args.backend)
 
 

@@ -211,7 +211,8 @@ class Graph:
             return var(a) if isinstance(a, Var) else a
 
         def attrs(e: Eqn):
-            return tuple((k, tuple(fn(s) for s in v) if k == "cols" else v) for k, v in e.attrs)
+            return tuple((k, fn(v) if isinstance(v, Size) else tuple(fn(s) for s in v)
+                          if k == "cols" else v) for k, v in e.attrs)
 
         return Graph(self.name, tuple(map(var, self.inputs)), tuple(map(var, self.params)),
                      tuple(Eqn(var(e.out), e.op, tuple(map(atom, e.args)), attrs(e), e.loc)

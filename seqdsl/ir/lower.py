@@ -10,6 +10,7 @@ hold for positive sizes (`H = H + X`) is an error naming both sizes.
 from __future__ import annotations
 
 import math
+import unicodedata
 from dataclasses import dataclass, field
 
 from ..lang import syntax as S
@@ -17,6 +18,7 @@ from ..lang.check import CellScope
 from ..lang.rules import FUNCTIONS, constant_value
 from ..errors import Loc, SeqError, SeqWarning
 from .graph import BATCH, MATRIX, VECTOR, Eqn, Graph, Lit, Size, Var, dce, total_size, verify
+from .lower_forms import MatrixForms
 
 
 @dataclass
@@ -45,6 +47,9 @@ class CellType:
     constraints: list[Constraint]
     symbols: list[str]  # the free size symbols, states' first
     warnings: list[SeqWarning] = field(default_factory=list)
+    computed_output: bool = False  # the output is `output ŷ<t> = ...`, carried as a state
+    sizes: dict[str, Size] = field(default_factory=dict)  # `m : M = ...`: declared sizes
+    scalars: tuple[str, ...] = ()  # learned scalars (`param α : 1`)
 
 
 class Unifier:
@@ -87,6 +92,36 @@ class Unifier:
         raise SeqError(message(_shown(a), _shown(b)), loc, source=self.source)
 
 
+ONE = Size.of(1)
+
+
+def _size_computed_output(scope: CellScope, unify: Unifier, state_sizes: dict[str, Size],
+                          taken: set[str]) -> list[str]:
+    """A computed output whose size nothing fixes (`ŷ<t> = softmax(Wya a<t>
+    + by)`: the rows of Wya are free) gets a size symbol of its own, `Y` for
+    `ŷ`; the symbol, if one was made."""
+    name = scope.computed_output
+    if name is None:
+        return []
+    size = unify.resolve(state_sizes[name])
+    unknown = [k for k in size.symbols if k.startswith("?")]
+    if not unknown:
+        return []
+    if size != Size.of(unknown[0]):
+        raise SeqError(f"cannot infer the size of the output `{name}`", scope.state_locs[name],
+                       source=scope.source, hint=f"declare it: `output {name}<t> : Y = ...`")
+    symbol = output_symbol(name, taken)
+    unify.bound[unknown[0]] = Size.of(symbol)
+    return [symbol]
+
+
+def output_symbol(name: str, taken) -> str:
+    """`Y` for `ŷ` or `y`: the base letter upper-cased, unless that clashes."""
+    base = "".join(ch for ch in unicodedata.normalize("NFD", name)
+                   if not unicodedata.combining(ch))
+    return input_symbol(base, taken) if base.isidentifier() else input_symbol("y", taken)
+
+
 def _shown(s: Size) -> str:
     return str(s).replace("?", "n") if any(k.startswith("?") for k in s.symbols) else str(s)
 
@@ -116,14 +151,17 @@ def input_symbol(name: str, taken) -> str:
 
 
 def lower_cell(scope: CellScope) -> CellType:
-    state_sizes = {n: Size.of(s) for n, s in scope.states.items()}
     taken = {s for sz in scope.states.values() if isinstance(sz, str) for s in [sz]}
     in_syms = {}
     for n in scope.inputs:
         in_syms[n] = input_symbol(n, taken | set(in_syms.values()))
     unify = Unifier(set(in_syms.values()), scope.source)
+    state_sizes = {n: Size.of(s) if s is not None else unify.fresh()
+                   for n, s in scope.states.items()}
     low = _Lowerer(scope, unify, state_sizes, in_syms)
     eqns = low.run()
+    output_symbol = _size_computed_output(scope, unify, state_sizes,
+                                          taken | set(in_syms.values()))
 
     # Every unknown must be solved, and every size positive.
     for name, use in scope.params.items():
@@ -152,17 +190,23 @@ def lower_cell(scope: CellScope) -> CellType:
     params = [low.params[n] for n in scope.params]
     graph = Graph(scope.name, tuple(inputs + prev), tuple(params), tuple(eqns), tuple(outputs))
     graph = verify(dce(graph.map_sizes(fix)))
+    state_sizes = {n: fix(s) for n, s in state_sizes.items()}
     symbols = list(dict.fromkeys(
-        [s for s in scope.states.values() if isinstance(s, str)] + list(in_syms.values())))
+        [s for s in scope.states.values() if isinstance(s, str)] + output_symbol
+        + list(in_syms.values())
+        + [s for s in scope.sizes.values() if isinstance(s, str)]))
     return CellType(
         name=scope.name, loc=scope.loc, source=scope.source,
         inputs=[(n, Size.of(in_syms[n])) for n in scope.inputs],
         states=[(n, state_sizes[n]) for n in scope.states], output=scope.output,
         params={v.name: v for v in graph.params}, inits={n: u.init for n, u in scope.params.items()},
-        graph=graph, constraints=unify.constraints, symbols=symbols, warnings=scope.warnings)
+        graph=graph, constraints=unify.constraints, symbols=symbols, warnings=scope.warnings,
+        computed_output=scope.computed_output is not None,
+        sizes={n: Size.of(s) for n, s in scope.sizes.items()},
+        scalars=tuple(n for n, u in scope.params.items() if u.scalar))
 
 
-class _Lowerer:
+class _Lowerer(MatrixForms):
     def __init__(self, scope: CellScope, unify: Unifier, state_sizes, in_syms,
                  param_shapes: dict[str, tuple[Size, ...]] | None = None):
         self.scope = scope
@@ -183,8 +227,12 @@ class _Lowerer:
         known = param_shapes or {}
         for name, use in scope.params.items():
             shape = known.get(name) or (
-                (unify.fresh(), unify.fresh()) if use.kind == MATRIX else (unify.fresh(),))
+                (unify.fresh(), unify.fresh()) if use.kind == MATRIX
+                else (ONE,) if getattr(use, "scalar", False) else (unify.fresh(),))
             self.params[name] = Var(name, use.kind, shape)
+        # Values of one entry made of learned scalars and numbers alone: they
+        # broadcast where they meet a vector.
+        self.scalars = {n for n, u in scope.params.items() if getattr(u, "scalar", False)}
 
     def run(self) -> list[Eqn]:
         for eq in self.scope.equations:
@@ -195,6 +243,7 @@ class _Lowerer:
             if isinstance(result, Lit):
                 raise SeqError(f"the equation for `{out_name}` is a constant", eq.expr.loc,
                                source=self.scope.source)
+            scalar = result.name in self.scalars
             if self.eqns and self.eqns[-1].out == result and result.name not in self.values:
                 last = self.eqns.pop()  # name the root equation after its target
                 result = Var(out_name, last.out.kind, last.out.shape)
@@ -202,6 +251,13 @@ class _Lowerer:
             else:  # the equation only renames a value
                 result = self.emit("copy", (result,), result.kind, result.shape, eq.expr.loc,
                                    name=out_name)
+            if scalar:
+                self.scalars.add(out_name)
+            declared = self.scope.sizes.get(name)
+            if declared is not None:
+                self.unify.equate(Size.of(declared), result.size, eq.loc, lambda a, b:
+                                  f"`{name}` is declared of size {a}, but its equation gives a "
+                                  f"vector of size {b}")
             if is_state:
                 self.unify.equate(self.state_sizes[name], result.size, eq.loc, lambda a, b:
                                   f"`{name}<t>` has size {a}, but its equation gives a vector of "
@@ -238,11 +294,13 @@ class _Lowerer:
             return self.params[name] if kind == "param" else self.values[key]
         if isinstance(e, S.Neg):
             a = self.expr(e.arg)
-            return Lit(-a.value) if isinstance(a, Lit) else self.emit("neg", (a,), a.kind, a.shape, e.loc)
+            return Lit(-a.value) if isinstance(a, Lit) else self.unary("neg", a, e.loc)
         if isinstance(e, S.BinOp):
             return self.binop(e)
         if isinstance(e, S.Apply):
             return self.apply(e)
+        if isinstance(e, S.MatApply):
+            return self.matrix_apply(e)
         if isinstance(e, S.Concat):
             parts = self.parts(e.parts, "concatenated")
             return self.emit("concat", parts, BATCH, (total_size(parts),), e.loc)
@@ -252,8 +310,18 @@ class _Lowerer:
             if isinstance(a, Lit):
                 raise SeqError(f"`{e.callee}` of a number: write the value instead", e.loc,
                                source=self.scope.source)
-            return self.emit(op, (a,), a.kind, a.shape, e.loc)
+            return self.unary(op, a, e.loc)
         raise TypeError(e)
+
+    def unary(self, op: str, a: Var, loc) -> Var:
+        out = self.emit(op, (a,), a.kind, a.shape, loc)
+        if a.name in self.scalars:
+            self.scalars.add(out.name)
+        return out
+
+    def broadcast(self, a: Var, size: Size, loc) -> Var:
+        """A scalar as a vector of `size` entries."""
+        return self.emit("broadcast", (a,), VECTOR, (size,), loc, attrs=(("size", size),))
 
     def binop(self, e: S.BinOp):
         a, b = self.expr(e.left), self.expr(e.right)
@@ -267,25 +335,41 @@ class _Lowerer:
         if op == "div" and b.value == 0:
             raise SeqError("division by zero", e.right.loc, source=self.scope.source)
         vs = [v for v in (a, b) if isinstance(v, Var)]
+        scalar = all(v.name in self.scalars for v in vs)
+        if not scalar and any(v.name in self.scalars for v in vs):  # `α * h`
+            size = next(v.size for v in vs if v.name not in self.scalars)
+            a, b = (self.broadcast(v, size, e.loc) if isinstance(v, Var) and v.name in self.scalars
+                    else v for v in (a, b))
+            vs = [v for v in (a, b) if isinstance(v, Var)]
         if len(vs) == 2:
             self.unify.equate(vs[0].size, vs[1].size, e.loc, lambda x, y:
                               f"`{e.op}` of vectors of different sizes: {x} against {y}")
         kind = BATCH if any(v.kind == BATCH for v in vs) else VECTOR
-        return self.emit(op, (a, b), kind, (vs[0].size,), e.loc)
+        out = self.emit(op, (a, b), kind, (vs[0].size,), e.loc)
+        if scalar:
+            self.scalars.add(out.name)
+        return out
 
     def apply(self, e: S.Apply):
-        w = self.params[e.weight]
         parts = self.parts(e.arg.parts if isinstance(e.arg, S.Concat) else (e.arg,),
                            f"multiplied by weight `{e.weight}`")
+        return self.product(e.weight, parts, e.loc)
+
+    def product(self, weight: str, parts: list[Var], loc) -> Var:
+        """`W [parts]`, or `Wᵀ [parts]` (W's transpose) for a name ending in ᵀ."""
+        transposed = weight.endswith(S.TRANSPOSE) and weight[:-1] in self.params \
+            and weight not in self.params
+        w = self.params[weight[:-1] if transposed else weight]
         if not any(p.kind == BATCH for p in parts):
-            raise SeqError(f"weight `{e.weight}` is applied to parameters only; it needs a "
-                           "value of the step (an input, a state or an intermediate)", e.loc,
+            raise SeqError(f"weight `{weight}` is applied to parameters only; it needs a "
+                           "value of the step (an input, a state or an intermediate)", loc,
                            source=self.scope.source, hint="a product of parameters is itself "
                            "just one parameter: use a single bias")
-        self.unify.equate(w.shape[1], total_size(parts), e.loc, lambda x, y:
-                          f"weight `{e.weight}` has {x} columns, but is applied here to a vector "
+        cols, rows = (w.shape[0], w.shape[1]) if transposed else (w.shape[1], w.shape[0])
+        self.unify.equate(cols, total_size(parts), loc, lambda x, y:
+                          f"weight `{weight}` has {x} columns, but is applied here to a vector "
                           f"of size {y}")
-        return self.emit("linear", (w, *parts), BATCH, (w.shape[0],), e.loc)
+        return self.emit("tlinear" if transposed else "linear", (w, *parts), BATCH, (rows,), loc)
 
     def parts(self, exprs, what):
         out = []

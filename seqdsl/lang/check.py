@@ -11,8 +11,11 @@ from dataclasses import dataclass, field
 
 from . import syntax as S
 from ..errors import Loc, SeqError, SeqWarning
+from .forms import IDENTITY, PaperForms, is_number
+from .repeat import unroll
 from .rules import (Spellings, check_call, check_divisor, check_free_name, check_time,
                     looks_like_typo)
+
 
 INITIALISERS = {"normal": (1, 1), "uniform": (1, 1), "zeros": (0, 0), "ones": (0, 0),
                 "glorot": (0, 0), "orthogonal": (0, 1)}  # name: (min, max) arguments
@@ -25,6 +28,8 @@ class ParamUse:
     loc: Loc  # first use
     init: tuple = ("default",)  # ("const", v) or (initialiser, *numbers)
     declared: bool = False
+    scalar: bool = False  # `param α : 1`: one number, broadcast where it is used
+    transposed: bool = False  # also applied as `Wᵀ`
 
 
 @dataclass
@@ -40,6 +45,10 @@ class CellScope:
     params: dict[str, ParamUse]
     output: str
     warnings: list[SeqWarning] = field(default_factory=list)
+    sizes: dict[str, int | str] = field(default_factory=dict)  # declared intermediate sizes
+    # `output ŷ<t> = ...`: carried as a state that nothing reads back (its
+    # size, None in `states` when not declared, is inferred)
+    computed_output: str | None = None
 
     def ref(self, var: S.Var) -> tuple[str, str]:
         """What a (valid) reference means: ('input'|'prev'|'new'|'inter'|'param', name)."""
@@ -54,15 +63,16 @@ class CellScope:
 
 def scope_cell(cell: S.CellDef, source: str) -> CellScope:
     """Resolve every name of `cell`, enforce the time rules, order its equations."""
-    ck = _CellChecker(cell, source)
+    ck = _CellChecker(unroll(cell, source), source)
     return ck.run()
 
 
-class _CellChecker:
+class _CellChecker(PaperForms):
     def __init__(self, cell: S.CellDef, source: str):
         self.cell = cell
         self.source = source
         self.warnings: list[SeqWarning] = []
+        self.computed: str | None = None  # the computed output's name
 
     def err(self, message: str, loc: Loc, hint: str | None = None) -> SeqError:
         return SeqError(message, loc, hint=hint, source=self.source)
@@ -88,15 +98,18 @@ class _CellChecker:
             elif isinstance(st, S.ParamDecl):
                 if st.name in decls:
                     raise self.err(f"parameter `{st.name}` is declared twice", st.loc)
+                self._check_decl(st)
                 decls[st.name] = st
             elif isinstance(st, S.OutputDecl):
                 outputs.append(st)
+                if st.expr is not None:
+                    equations.append(self._computed_output(st, inputs, states, state_locs))
             else:
                 equations.append(st)
         if not inputs:
             raise self.err(f"cell {cell.name} has no input", cell.loc,
                            hint="declare one: `input x`")
-        if not states:
+        if not set(states) - {self.computed}:
             raise self.err(f"cell {cell.name} has no state", cell.loc,
                            hint="declare one: `state h : H`")
         for n, kind in ((n, d.kind) for n, d in inputs.items()):
@@ -118,6 +131,9 @@ class _CellChecker:
             elif tgt.time is not None and (tgt.time.base != "t" or tgt.time.offset != 0):
                 raise self.err(f"`{tgt}`: only a state has a value at another step; "
                                f"an intermediate is written `{tgt.name}` or `{tgt.name}<t>`", tgt.loc)
+            if eq.size is not None and tgt.name in states:
+                raise self.err(f"`{tgt}`: a state's size is declared with it: "
+                               f"`state {tgt.name} : {eq.size}`", tgt.loc)
             if tgt.name in defined_at:
                 first = equations[defined_at[tgt.name]].loc
                 what = "`<t>` equation for state" if tgt.name in states else "equation for"
@@ -142,8 +158,10 @@ class _CellChecker:
                     self._reference(node, i, equations, defined_at, inputs, states,
                                     intermediates, params, here, used)
                 elif isinstance(node, S.Apply):
-                    self._weight(node, inputs, states, intermediates, params)
-                    used.add(node.weight)
+                    used.add(self._weight(node, inputs, states, intermediates, params, decls))
+                elif isinstance(node, S.MatApply):
+                    used |= self._matrix(node.matrix, inputs, states, intermediates, params,
+                                         decls)
                 elif isinstance(node, S.Call):
                     check_call(node, self.source)
                 elif isinstance(node, S.BinOp) and node.op == "/":
@@ -165,6 +183,8 @@ class _CellChecker:
                 continue
             params[name].declared = True
             params[name].init = self._init(d)
+            if d.size is not None:
+                self._scalar(params[name], d)
 
         spellings = Spellings(list(inputs) + list(states) + [eq.target.name for eq in equations])
         for p in params.values():
@@ -188,10 +208,16 @@ class _CellChecker:
                 self.warnings.append(SeqWarning(f"input `{n}` is never used", inputs[n].loc))
 
         output = self._output(outputs, states)
+        computed = output if outputs and outputs[0].expr is not None else None
+        kept = {n: p for n, p in params.items() if n in used}
+        self._modifier_letters(kept, set(inputs) | set(states) | intermediates)
         return CellScope(cell.name, cell.loc, self.source, inputs, states, state_locs,
                          [equations[i] for i in order],
                          {equations[i].target.name for i in live} - set(states),
-                         {n: p for n, p in params.items() if n in used}, output, self.warnings)
+                         kept, output, self.warnings,
+                         sizes={eq.target.name: eq.size for eq in equations
+                                if eq.size is not None and eq.target.name not in states},
+                         computed_output=computed)
 
     @staticmethod
     def _live(equations, deps, states) -> set[int]:
@@ -219,6 +245,10 @@ class _CellChecker:
                 raise self.err(f"`{var}`: an input is only available at its own step",
                                t.loc, hint=f"keep `{name}` in a state to read it a step later")
         elif name in states:
+            if name == self.computed and (t is None or t.offset != 0):
+                raise self.err(f"`{var}`: `{name}` is the cell's computed output, which has no "
+                               "previous value", var.loc,
+                               hint=f"read this step's `{name}<t>`, or make a state to carry it")
             if t is not None and t.offset == 0:
                 j = defined_at[name]
                 if j >= i:
@@ -240,21 +270,24 @@ class _CellChecker:
                                f"has no value at a step", var.loc,
                                hint=f"did you mean {near}?" if near else None)
             check_free_name(name, var.loc, self.source)
+            if name.endswith(S.TRANSPOSE) and len(name) > 1:
+                raise self.err(f"`{name}` is a transpose: only a weight applied to a vector can "
+                               "be transposed", var.loc,
+                               hint=f"`{name} v` applies the transpose of `{name[:-1]}` to v")
             self._use(params, name, "vector", var.loc)
         used.add(name)
 
-    def _weight(self, node: S.Apply, inputs, states, intermediates, params):
-        name = node.weight
-        for what, table in (("an input", inputs), ("a state", states),
-                            ("an intermediate", intermediates)):
-            if name in table:
-                raise self.err(f"`{name}` is {what}, not a weight: only a parameter can be "
-                               f"applied to a vector", node.weight_loc,
-                               hint=f"for an elementwise product write `{name} * ...`")
+    def _weight(self, node: S.Apply, inputs, states, intermediates, params, decls) -> str:
+        """Register a weight applied to a vector; the parameter's name."""
         if isinstance(node.arg, S.Num):
-            raise self.err(f"weight `{name}` is applied to a number", node.arg.loc)
-        check_free_name(name, node.weight_loc, self.source)
-        self._use(params, name, "matrix", node.weight_loc)
+            raise self.err(f"weight `{node.weight}` is applied to a number", node.arg.loc)
+        if node.weight == IDENTITY and IDENTITY not in decls:
+            raise self.err("`I` is the identity only inside a matrix expression; here it would "
+                           "be a learned matrix", node.weight_loc,
+                           hint="for γ times the identity write `γ * v` (or `(W - γ * I) v`); "
+                           "to mean a learned matrix named I, declare it: `param I`")
+        return self._matrix_name(node.weight, node.weight_loc, inputs, states, intermediates,
+                                 params)
 
     def _use(self, params, name, kind, loc):
         use = params.get(name)
@@ -269,7 +302,7 @@ class _CellChecker:
 
     def _init(self, d: S.ParamDecl) -> tuple:
         if d.value is not None:
-            if not _is_number(d.value):
+            if not is_number(d.value):
                 raise self.err(f"`param {d.name} = ...` takes a number", d.value.loc,
                                hint=f"for a random start write `param {d.name} ~ normal(0.1)`")
             return ("const", _number(d.value))
@@ -283,7 +316,7 @@ class _CellChecker:
                 f"{k}(...)" if INITIALISERS[k][1] else k for k in INITIALISERS))
         args = init.args if isinstance(init, S.Call) else ()
         lo, hi = INITIALISERS[name]
-        if not lo <= len(args) <= hi or not all(_is_number(a) for a in args):
+        if not lo <= len(args) <= hi or not all(is_number(a) for a in args):
             raise self.err(f"`{name}` takes {lo if lo == hi else f'{lo} to {hi}'} number(s)",
                            init.loc)
         nums = tuple(_number(a) for a in args)
@@ -331,9 +364,9 @@ class _CellChecker:
         if not outputs:
             return next(iter(states))
         out = outputs[0]
-        if out.expr is not None:
-            raise self.err("a cell's output is one of its states: `output a`", out.loc,
-                           hint="computed outputs (`output ŷ<t> = ...`) belong in a network")
+        if out.expr is None and out.size is not None:
+            raise self.err(f"`output {out.target.name} : {out.size}`: only a computed output "
+                           "declares its size here", out.loc)
         if out.target.name not in states:
             raise self.err(f"`output {out.target.name}`: the output must be a state", out.loc,
                            hint="states: " + ", ".join(states))
@@ -342,10 +375,6 @@ class _CellChecker:
 
 def _shown(var: S.Var) -> str:
     return f"{var.name}<t>" if var.time else var.name
-
-
-def _is_number(e) -> bool:
-    return isinstance(e, S.Num) or (isinstance(e, S.Neg) and _is_number(e.arg))
 
 
 def _number(e) -> float:

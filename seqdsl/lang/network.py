@@ -145,6 +145,9 @@ class _NetworkChecker:
                 self._sequence(st)
             elif isinstance(st, S.OutputDecl):
                 outputs.append(st)
+            elif isinstance(st, S.Repeat):
+                raise self.err("`repeat` belongs in a cell, not a network", st.loc,
+                               hint="a network repeats layers with `stack(layer, depth=n)`")
             else:
                 what = "state" if isinstance(st, S.StateDecl) else "param"
                 raise self.err(f"`{what}` belongs in a cell, not a network", st.loc)
@@ -191,6 +194,9 @@ class _NetworkChecker:
         if tgt.time is not None:
             raise self.err(f"a sequence is named without a time index: `{tgt.name} = ...`", tgt.loc)
         self._new_name(tgt.name, tgt.loc)
+        if eq.size is not None:
+            raise self.err(f"`{tgt.name} : {eq.size}`: a sequence has its layer's size", tgt.loc,
+                           hint="give the layer its sizes: `h = LSTM(H=64)(x)`")
         e = eq.expr
         if not (isinstance(e, S.Call) and isinstance(e.callee, S.Call)):
             raise self.err("a network line applies a layer to a sequence", e.loc,
@@ -318,6 +324,10 @@ class _NetworkChecker:
         if out.expr is None:
             raise self.err("a network's output is computed: `output ŷ<t> = softmax(Wy h<t> + by)`",
                            out.loc)
+        if out.size is not None:
+            raise self.err(f"`output {tgt.name} : {out.size}`: a network's output is sized by "
+                           "what it is applied to", out.loc, hint="its number of classes gets "
+                           "a symbol of its own, listed by `seqdsl check`")
         head = HeadScope(out, tgt.name, self._per_step(tgt), source_text(self.source, out.loc),
                          [], {})
         if not self._head_expr(out.expr, head):
@@ -348,6 +358,11 @@ class _NetworkChecker:
         if isinstance(e, S.Call):
             check_call(e, self.source)
             return self._head_expr(e.args[0], head)
+        if isinstance(e, S.MatApply) or (isinstance(e, S.Apply) and e.weight.endswith(
+                S.TRANSPOSE) and len(e.weight) > 1):
+            raise self.err("transposes and sums of matrices belong in cells; a head applies "
+                           "weights as they are", e.loc,
+                           hint="write the head's products out, `Wy h<t>`")
         if isinstance(e, (S.Apply, S.Concat)):
             parts = e.parts if isinstance(e, S.Concat) else \
                 e.arg.parts if isinstance(e.arg, S.Concat) else (e.arg,)

@@ -25,7 +25,7 @@ _FRIENDLY = {
     "PLUS": "`+`", "MINUS": "`-`", "STAR": "`*`", "SLASH": "`/`", "LESSTHAN": "`<`",
     "MORETHAN": "`>`", "TILDE": "`~`", "AT": "`@`",
 }
-_KEYWORDS = ("cell", "network", "input", "state", "param", "output")
+_KEYWORDS = ("cell", "network", "input", "state", "param", "output", "repeat")
 
 
 class _Brackets:
@@ -272,6 +272,11 @@ def _char_hint(ch: str) -> str | None:
 
 # ---- parse tree → syntax tree -------------------------------------------------
 
+def _size(tok: Token) -> str | int:
+    """A declared size: a number, or a symbol such as `H` or `M`."""
+    return int(tok) if tok.type == "INT" else str(tok)
+
+
 def _tok_loc(file: str, tok: Token) -> Loc:
     return Loc(file, tok.line, tok.column, tok.end_line, tok.end_column)
 
@@ -303,27 +308,35 @@ class _ToSyntax(Transformer_NonRecursive):
         return S.InputDecl(children[0], kind, self._loc(meta))
 
     def state_decl(self, meta, children):
-        size = None
-        if len(children) > 1:
-            tok = children[1]
-            size = int(tok) if tok.type == "INT" else str(tok)
+        size = _size(children[1]) if len(children) > 1 else None
         return S.StateDecl(children[0], size, self._loc(meta))
 
+    def _param(self, meta, children, value, init):
+        name, *rest = children
+        size = _size(rest[0]) if rest and isinstance(rest[0], Token) else None
+        return S.ParamDecl(S.normalise_name(name), value, init, self._loc(meta), size)
+
     def param_value(self, meta, children):
-        return S.ParamDecl(S.normalise_name(children[0]), children[1], None, self._loc(meta))
+        return self._param(meta, children[:-1], children[-1], None)
 
     def param_init(self, meta, children):
-        return S.ParamDecl(S.normalise_name(children[0]), None, children[1], self._loc(meta))
+        return self._param(meta, children[:-1], None, children[-1])
 
     def param_plain(self, meta, children):
-        return S.ParamDecl(S.normalise_name(children[0]), None, None, self._loc(meta))
+        return self._param(meta, children, None, None)
 
     def output_decl(self, meta, children):
-        expr = children[1] if len(children) > 1 else None
-        return S.OutputDecl(children[0], expr, self._loc(meta))
+        target, *rest = children
+        size = _size(rest.pop(0)) if rest and isinstance(rest[0], Token) else None
+        return S.OutputDecl(target, rest[0] if rest else None, self._loc(meta), size)
 
     def equation(self, meta, children):
-        return S.Equation(children[0], children[1], self._loc(meta))
+        size = _size(children[1]) if len(children) == 3 else None
+        return S.Equation(children[0], children[-1], self._loc(meta), size)
+
+    def repeat(self, meta, children):
+        count, *body = children
+        return S.Repeat(int(count), tuple(body), self._loc(meta))
 
     # expressions
     def var(self, meta, children):
@@ -351,6 +364,9 @@ class _ToSyntax(Transformer_NonRecursive):
 
     def neg(self, meta, children):
         return S.Neg(children[0], self._loc(meta))
+
+    def matrix_apply(self, meta, children):
+        return S.MatApply(children[0], children[1], self._loc(meta))
 
     def weight_apply(self, meta, children):
         tok, arg = children

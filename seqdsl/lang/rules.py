@@ -212,6 +212,10 @@ def check_call(node: S.Call, source: str) -> None:
     if not isinstance(node.callee, str):
         raise SeqError("only a function can be called here", node.loc, source=source)
     name = node.callee
+    if name == "first":
+        raise SeqError("`first(...)` marks what only the first micro-step computes; it is used "
+                       "inside a `repeat` block", node.callee_loc, source=source,
+                       hint="outside `repeat` write the expression itself")
     if name not in FUNCTIONS:
         near = difflib.get_close_matches(name, list(FUNCTIONS), n=1, cutoff=0.6)
         if near:

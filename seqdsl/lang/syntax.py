@@ -21,10 +21,16 @@ MAX_STACK_DEPTH = 100  # `stack(layer, depth=n)`
 MAX_NETWORK_CELLS = 1_000  # cells in a network, each copy `stack` or `bidirectional` makes counted
 
 
+TRANSPOSE = "\u1d40"  # ᵀ, MODIFIER LETTER CAPITAL T
+
+
 def normalise_name(raw: str) -> str:
-    """`c~` → `c̃`, `y^` → `ŷ`, then NFC so composed and decomposed forms agree."""
+    """`c~` → `c̃`, `y^` → `ŷ`, `W.T` → `Wᵀ`, then NFC so composed and
+    decomposed forms agree."""
     raw = str(raw)
-    if raw.endswith("~"):
+    if raw.endswith(".T"):
+        raw = raw[:-2] + TRANSPOSE
+    elif raw.endswith("~"):
         raw = raw[:-1] + "\u0303"
     elif raw.endswith("^"):
         raw = raw[:-1] + "\u0302"
@@ -89,6 +95,17 @@ class Apply:
 
 
 @dataclass(frozen=True)
+class MatApply:
+    """A sum of matrices applied to a vector: `(W - Wᵀ - γ I) h`. The matrix
+    is an expression of weights (`W`, `Wᵀ`), the identity `I`, `+`, `-` and
+    numbers (see ir/lower.py, which distributes the product)."""
+
+    matrix: "Expr"
+    arg: "Expr"
+    loc: Loc = field(compare=False)
+
+
+@dataclass(frozen=True)
 class Concat:
     parts: tuple["Expr", ...]
     loc: Loc = field(compare=False)
@@ -105,7 +122,7 @@ class Call:
     callee_loc: Loc = field(compare=False)
 
 
-Expr = Var | Num | BinOp | Neg | Apply | Concat | Call
+Expr = Var | Num | BinOp | Neg | Apply | MatApply | Concat | Call
 
 
 # ---- statements and definitions --------------------------------------------
@@ -132,6 +149,7 @@ class ParamDecl:
     value: Expr | None
     init: Expr | None
     loc: Loc = field(compare=False)
+    size: str | int | None = None  # `param α : 1`: a learned scalar
 
 
 @dataclass(frozen=True)
@@ -139,6 +157,7 @@ class OutputDecl:
     target: Var
     expr: Expr | None
     loc: Loc = field(compare=False)
+    size: str | int | None = None  # `output ŷ<t> : Y = ...`
 
 
 @dataclass(frozen=True)
@@ -146,9 +165,20 @@ class Equation:
     target: Var
     expr: Expr
     loc: Loc = field(compare=False)
+    size: str | int | None = None  # `m : M = ...`: the intermediate's declared size
 
 
-Statement = InputDecl | StateDecl | ParamDecl | OutputDecl | Equation
+@dataclass(frozen=True)
+class Repeat:
+    """`repeat 3 { ... }`: the block's equations, unrolled three times per
+    step before anything else sees them (lang/repeat.py)."""
+
+    count: int
+    body: tuple["Statement", ...]
+    loc: Loc = field(compare=False)
+
+
+Statement = InputDecl | StateDecl | ParamDecl | OutputDecl | Equation | Repeat
 
 
 @dataclass(frozen=True)
@@ -181,6 +211,8 @@ def walk(expr: Expr):
     elif isinstance(expr, Neg):
         yield from walk(expr.arg)
     elif isinstance(expr, Apply):
+        yield from walk(expr.arg)
+    elif isinstance(expr, MatApply):  # its matrix is checked on its own: names there are weights
         yield from walk(expr.arg)
     elif isinstance(expr, Concat):
         for p in expr.parts:

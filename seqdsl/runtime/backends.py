@@ -15,7 +15,8 @@ def check_backend(backend: str) -> str:
 
 def cell_instance(ct: CellType, sizes: dict[str, int], dtype, backend: str):
     """The cell at bound sizes on `backend`: "numpy" runs the reference
-    interpreter; "numba" generates, caches and compiles specialised code."""
+    interpreter; "numba" generates, caches and compiles code for the dtype,
+    once for every size (the sizes are arguments of the generated kernels)."""
     check_backend(backend)
     if backend == "numpy":
         from .numpy import NumpyCell

@@ -9,16 +9,20 @@ per step.
 
 On the numba backend the three row graphs (the head's, its loss's and that
 loss's backward) run as generated, Numba-compiled code (numba/rows.py), from
-the same op registry and code generator as the cells; on numpy, through the
-interpreter.
+the same op registry and code generator as the cells, written from the
+symbolic graphs (compiled once for every size, the sizes passed when they
+run); on numpy, through the interpreter, at the network's sizes.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import SeqError
 from ..ir.autodiff import backward as derive_backward
 from ..ir.losses import LOSSES, default_loss, loss_graph
+from ..ir.graph import Graph
 from ..ir.network import Head
 from . import validate
 from .interp import evaluate, specialise
@@ -26,36 +30,47 @@ from .interp import evaluate, specialise
 REDUCTIONS = ("mean", "sum")
 
 
+@dataclass(frozen=True)
+class RowGraph:
+    """A row graph at the network's sizes, and over the size symbols."""
+
+    graph: Graph
+    symbolic: Graph
+
+
 class Interpreted:
     """Row graphs run by the NumPy interpreter."""
 
-    def __init__(self, dtype):
+    def __init__(self, dtype, sizes: dict[str, int]):
         self.dtype = dtype
 
-    def __call__(self, graph, env, batch: int, wanted: list[str]) -> dict:
-        return evaluate(graph, env, batch, self.dtype)
+    def __call__(self, rows: RowGraph, env, batch: int, wanted: list[str]) -> dict:
+        return evaluate(rows.graph, env, batch, self.dtype)
 
 
 class Compiled:
-    """Row graphs run by generated code, each compiled on first use (a graph
-    the generator does not write runs through the interpreter)."""
+    """Row graphs run by generated code, each compiled on first use from its
+    symbolic graph (a graph the generator does not write runs through the
+    interpreter)."""
 
-    def __init__(self, dtype):
+    def __init__(self, dtype, sizes: dict[str, int]):
         self.dtype = dtype
+        self.sizes = sizes
         self._compiled: dict = {}
 
-    def __call__(self, graph, env, batch: int, wanted: list[str]) -> dict:
+    def __call__(self, rows: RowGraph, env, batch: int, wanted: list[str]) -> dict:
         from .numba.emit_rows import Unsupported
         from .numba.rows import CompiledRows
-        key = (id(graph), tuple(wanted))
+        key = (id(rows.symbolic), tuple(wanted))
         if key not in self._compiled:
             try:
-                self._compiled[key] = (graph, CompiledRows(graph, self.dtype, wanted))
+                run = CompiledRows(rows.symbolic, self.dtype, wanted, self.sizes)
             except Unsupported:
-                self._compiled[key] = (graph, None)
+                run = None
+            self._compiled[key] = (rows.symbolic, run)  # the graph kept alive: its id stays
         run = self._compiled[key][1]
         if run is None:
-            return evaluate(graph, env, batch, self.dtype)
+            return evaluate(rows.graph, env, batch, self.dtype)
         return {**env, **run(env)}
 
 
@@ -63,11 +78,13 @@ class HeadRun:
     """One head at bound sizes: its rows, its output and its loss."""
 
     def __init__(self, head: Head, sizes: dict[str, int], dtype, backend: str = "numpy"):
-        self.run = Compiled(dtype) if backend == "numba" else Interpreted(dtype)
+        self.run = (Compiled if backend == "numba" else Interpreted)(dtype, sizes)
         self.name = head.name
         self.per_step = head.per_step
         self.dtype = dtype
-        self.graph = specialise(head.graph, sizes)
+        self.sizes = sizes
+        self._rows = RowGraph(specialise(head.graph, sizes), head.graph)
+        self.graph = self._rows.graph
         self.reads = [v.name for v in self.graph.inputs]
         self.params = [p.name for p in self.graph.params]
         self.size = self.graph.outputs[0].size.value()
@@ -91,7 +108,7 @@ class HeadRun:
         for a last-step head, zero for an example of length 0."""
         t, b = self.rows(lengths, T)
         name = self.graph.outputs[0].name
-        values = self.run(self.graph, self._env(params, sequences, t, b), len(t), [name])[name]
+        values = self.run(self._rows, self._env(params, sequences, t, b), len(t), [name])[name]
         full = np.zeros(((T,) if self.per_step else ()) + (B, self.size), self.dtype)
         if self.per_step:
             full[t, b] = values
@@ -99,11 +116,16 @@ class HeadRun:
             full[b] = values
         return full
 
-    def graphs(self, loss: str):
+    def graphs(self, loss: str) -> tuple[Graph, Graph]:
         """The loss graph of `loss` for this head and its derived backward."""
+        g, bwd = self._loss_rows(loss)
+        return g.graph, bwd.graph
+
+    def _loss_rows(self, loss: str) -> tuple[RowGraph, RowGraph]:
         if loss not in self._losses:
-            g = loss_graph(self.graph, loss)
-            self._losses[loss] = (g, derive_backward(g))
+            g = loss_graph(self._rows.symbolic, loss)
+            bwd = derive_backward(g)
+            self._losses[loss] = tuple(RowGraph(specialise(x, self.sizes), x) for x in (g, bwd))
         return self._losses[loss]
 
     def loss_and_grad(self, params, sequences, lengths, T, B, target, mask, loss, reduction):
@@ -113,19 +135,20 @@ class HeadRun:
         t, b = self.rows(lengths, T)
         dense, keep = self.targets(target, mask, t, b, T, B, loss)
         t, b = t[keep], b[keep]
-        g, bwd = self.graphs(loss)
+        g_rows, bwd_rows = self._loss_rows(loss)
+        g, bwd = g_rows.graph, bwd_rows.graph
         env = self._env(params, sequences, t, b)
         env[g.inputs[-1].name] = dense
         # The loss terms, and the forward values the backward reads.
         made = {e.out.name for e in g.eqns}
-        env = self.run(g, env, len(t), [g.outputs[0].name] + [
+        env = self.run(g_rows, env, len(t), [g.outputs[0].name] + [
             v.name for v in bwd.inputs if v.name in made])
         terms = env[g.outputs[0].name]
         count = len(t) * (1 if loss == "cross_entropy" else self.size)
         weight = 1.0 / count if reduction == "mean" and count else 1.0
         value = float(terms.sum()) * weight
         env[f"d_{g.outputs[0].name}"] = np.full(terms.shape, weight, self.dtype)
-        env = self.run(bwd, env, len(t), [f"d_{n}" for n in self.reads + self.params])
+        env = self.run(bwd_rows, env, len(t), [f"d_{n}" for n in self.reads + self.params])
         d_reads = {n: ((t, b), env[f"d_{n}"]) for n in self.reads}
         return value, d_reads, {n: env[f"d_{n}"] for n in self.params}
 

@@ -1,5 +1,6 @@
 """What every backend's cell shares: a cell type bound to sizes and a dtype,
-its specialised forward and backward step graphs, its shapes, parameter
+its forward and backward step graphs (symbolic, and specialised to the
+sizes), its shapes, parameter
 initialisation, memory estimates, and the checks of every argument a run
 takes. A backend adds only how forward and backward run, and what its trace
 keeps for backward.
@@ -170,8 +171,12 @@ class CellInstance(ABC):
         self.type = ct
         self.sizes = sizes
         self.dtype = _float_dtype(dtype, self.dtypes)
+        # The step graphs over the size symbols (what size-generic code is
+        # written from), and at this cell's sizes (what the interpreter runs).
+        self.symbolic_forward: Graph = ct.graph
+        self.symbolic_backward: Graph = derive_backward(ct.graph)
         self.forward_graph: Graph = specialise(ct.graph, sizes)
-        self.backward_graph: Graph = derive_backward(self.forward_graph)
+        self.backward_graph: Graph = specialise(self.symbolic_backward, sizes)
         self.saved = [v.name for v in saved_values(self.forward_graph, self.backward_graph)]
         self.input_sizes = {n: s.subst(sizes).value() for n, s in ct.inputs}
         self.state_sizes = {n: s.subst(sizes).value() for n, s in ct.states}

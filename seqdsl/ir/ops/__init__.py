@@ -14,13 +14,14 @@ from collections.abc import Mapping
 from typing import Iterator
 
 from ..graph import Eqn
-from . import elementwise, featurewise, structural
+from . import elementwise, featurewise, scalars, structural, transposed
 from .base import (ELEMENTWISE, FAMILIES, FEATURE_WISE, LAYOUT, PRODUCT, REDUCTION, Accumulate,
                    Evaluation, Op, Product, Row, Scalar, Type)
 
-OPS: dict[str, Op] = {op.name: op for op in
-                      elementwise.ENTRIES + featurewise.ENTRIES + structural.ENTRIES}
-assert len(OPS) == len(elementwise.ENTRIES) + len(featurewise.ENTRIES) + len(structural.ENTRIES)
+_ENTRIES = (elementwise.ENTRIES + featurewise.ENTRIES + structural.ENTRIES + transposed.ENTRIES
+            + scalars.ENTRIES)
+OPS: dict[str, Op] = {op.name: op for op in _ENTRIES}
+assert len(OPS) == len(_ENTRIES)
 
 # Derived, for readers and tests; code asks an entry (`OPS[op].backward_only`).
 BACKWARD_ONLY = tuple(name for name, op in OPS.items() if op.backward_only)

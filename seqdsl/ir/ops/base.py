@@ -58,9 +58,12 @@ class Scalar:
 
 
 # A Row writer gets the equation, its result and its arguments as templates
-# with `{j}` for the column (`buf_y[_b, {j}]`), and `const(value)` naming a
-# constant; it returns source lines, nested ones indented by four spaces.
-RowWriter = Callable[[Eqn, str, Sequence[str], Callable[[float], str]], list[str]]
+# with `{j}` for the column (`buf_y[_b, {j}]`), `const(value)` naming a
+# constant, and `size(s)` writing a Size as Python (`4 * n_H`: sizes are
+# run-time values, so a row's length is never a number the writer may use);
+# it returns source lines, nested ones indented by four spaces.
+RowWriter = Callable[[Eqn, str, Sequence[str], Callable[[float], str], Callable[[Size], str]],
+                     list[str]]
 
 
 @dataclass(frozen=True)
@@ -143,3 +146,9 @@ def elementwise_type(e: Eqn) -> Type:
 def at(template: str, j) -> str:
     """`template` read at column `j` (a number or an expression)."""
     return template.format(j=j)
+
+
+def plus(offset: str, index: str) -> str:
+    """The column `offset + index` as Python (`offset` a written Size), or
+    `index` alone where the offset is 0."""
+    return index if offset == "0" else f"{offset} + {index}"

@@ -4,7 +4,8 @@ for them.
 
 The Numba code of each is a few loops over the row; the arguments are read
 through templates (`at(x, "_k")`), so the same lines serve a batch row and
-a parameter vector.
+a parameter vector, and the row's length is written by `size` (a run-time
+value of the generated code).
 """
 from __future__ import annotations
 
@@ -57,14 +58,14 @@ def _layernorm_vjp(x, g):
 
 # ---- Numba: the lines over one row ---------------------------------------------------
 
-def _max_lines(x: str, n: int) -> list[str]:
+def _max_lines(x: str, n: str) -> list[str]:
     return [f"_m = {at(x, 0)}",
             f"for _k in range(1, {n}):",
             f"    _m = max(_m, {at(x, '_k')})"]
 
 
-def _softmax_row(e, out, a, const) -> list[str]:
-    n = e.out.size.value()
+def _softmax_row(e, out, a, const, size) -> list[str]:
+    n = size(e.out.size)
     return _max_lines(a[0], n) + [
         "_s = K0",
         f"for _k in range({n}):",
@@ -75,8 +76,8 @@ def _softmax_row(e, out, a, const) -> list[str]:
         f"    {at(out, '_k')} = {at(out, '_k')} / _s"]
 
 
-def _softmax_vjp_row(e, out, a, const) -> list[str]:
-    n = e.out.size.value()
+def _softmax_vjp_row(e, out, a, const, size) -> list[str]:
+    n = size(e.out.size)
     y, g = a[0], a[1]
     return ["_s = K0",
             f"for _k in range({n}):",
@@ -85,8 +86,8 @@ def _softmax_vjp_row(e, out, a, const) -> list[str]:
             f"    {at(out, '_k')} = {at(y, '_k')} * ({at(g, '_k')} - _s)"]
 
 
-def _log_softmax_row(e, out, a, const) -> list[str]:
-    n = e.out.size.value()
+def _log_softmax_row(e, out, a, const, size) -> list[str]:
+    n = size(e.out.size)
     return _max_lines(a[0], n) + [
         "_s = K0",
         f"for _k in range({n}):",
@@ -96,8 +97,8 @@ def _log_softmax_row(e, out, a, const) -> list[str]:
         f"    {at(out, '_k')} = {at(a[0], '_k')} - _m - _s"]
 
 
-def _log_softmax_vjp_row(e, out, a, const) -> list[str]:
-    n = e.out.size.value()
+def _log_softmax_vjp_row(e, out, a, const, size) -> list[str]:
+    n = size(e.out.size)
     y, g = a[0], a[1]
     return ["_s = K0",
             f"for _k in range({n}):",
@@ -106,9 +107,9 @@ def _log_softmax_vjp_row(e, out, a, const) -> list[str]:
             f"    {at(out, '_k')} = {at(g, '_k')} - np.exp({at(y, '_k')}) * _s"]
 
 
-def _moments(x: str, n: int, const) -> list[str]:
+def _moments(x: str, n: str, const) -> list[str]:
     """Lines leaving the row's mean in `_mu` and 1/sqrt(var + eps) in `_rstd`."""
-    eps, n_k = const(LAYERNORM_EPS), const(float(n))
+    eps, n_k = const(LAYERNORM_EPS), f"DT({n})"  # the row's length, as a float of the dtype
     return ["_mu = K0",
             f"for _k in range({n}):",
             f"    _mu += {at(x, '_k')}",
@@ -119,18 +120,18 @@ def _moments(x: str, n: int, const) -> list[str]:
             f"_rstd = K1 / np.sqrt(_var / {n_k} + {eps})"]
 
 
-def _layernorm_row(e, out, a, const) -> list[str]:
-    n = e.out.size.value()
+def _layernorm_row(e, out, a, const, size) -> list[str]:
+    n = size(e.out.size)
     return _moments(a[0], n, const) + [
         f"for _k in range({n}):",
         f"    {at(out, '_k')} = ({at(a[0], '_k')} - _mu) * _rstd"]
 
 
-def _layernorm_vjp_row(e, out, a, const) -> list[str]:
-    n = e.out.size.value()
+def _layernorm_vjp_row(e, out, a, const, size) -> list[str]:
+    n = size(e.out.size)
     x, g = a[0], a[1]
     moments = _moments(x, n, const)
-    n_k = const(float(n))
+    n_k = f"DT({n})"
     return moments + [
         "_mg = K0",
         "_mgy = K0",

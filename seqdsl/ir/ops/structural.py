@@ -13,7 +13,7 @@ import numpy as np
 
 from ..graph import BATCH, MATRIX, VECTOR, Eqn, Size, total_size
 from .base import (LAYOUT, PRODUCT, REDUCTION, Accumulate, Op, Product, Row, Scalar, Type,
-                   at)
+                   at, plus)
 
 
 # ---- shape rules --------------------------------------------------------------------
@@ -78,19 +78,19 @@ def _concat_vjp(b, e, g):
 
 # ---- Numba rows ---------------------------------------------------------------------
 
-def _concat_row(e, out, a, const) -> list[str]:
-    lines, off = [], 0
+def _concat_row(e, out, a, const, size) -> list[str]:
+    lines, off = [], Size()
     for x, t in zip(e.args, a):
-        m = x.size.value()
-        lines += [f"for _k in range({m}):", f"    {at(out, f'{off} + _k')} = {at(t, '_k')}"]
-        off += m
+        lines += [f"for _k in range({size(x.size)}):",
+                  f"    {at(out, plus(size(off), '_k'))} = {at(t, '_k')}"]
+        off = off + x.size
     return lines
 
 
-def _slice_row(e, out, a, const) -> list[str]:
-    lo = e.attr("cols")[0].value()
-    return [f"for _k in range({e.out.size.value()}):",
-            f"    {at(out, '_k')} = {at(a[0], f'{lo} + _k')}"]
+def _slice_row(e, out, a, const, size) -> list[str]:
+    lo = size(e.attr("cols")[0])
+    return [f"for _k in range({size(e.out.size)}):",
+            f"    {at(out, '_k')} = {at(a[0], plus(lo, '_k'))}"]
 
 
 def _cols(e: Eqn) -> int:

@@ -1,5 +1,5 @@
 """Python source for a cell's forward and backward passes over whole
-sequences, specialised to its sizes and dtype, for Numba to compile.
+sequences, for one dtype and any sizes, for Numba to compile.
 
 The generated functions run the time loop themselves. Each step is a short
 list of *stages*: a stacked matrix product per operand (see plan.py), fused
@@ -9,6 +9,10 @@ later stage reads it), and a row loop per feature-wise op (softmax,
 layernorm). What an op's statement or row loop is comes from its entry in
 ir/ops/. The IR equation is kept as a comment beside the statement that
 computes it.
+
+Sizes are run-time values: every size of the step graphs is a linear form
+over the cell's size symbols, written as Python over their variables
+(`4 * n_H`, `n_H + n_X`), so one compiled module serves every size.
 """
 from __future__ import annotations
 
@@ -19,8 +23,9 @@ import math
 import re
 import unicodedata
 from dataclasses import dataclass, field
+from typing import Callable
 
-from ...ir.graph import BATCH, VECTOR, Eqn, Graph, Lit, Var
+from ...ir.graph import BATCH, VECTOR, Eqn, Graph, Lit, Size, Var
 from ...ir.ops import OPS, Accumulate, Row, Scalar
 
 # Every name the generated module uses besides those a Names allocates and the
@@ -71,13 +76,38 @@ def float_literal(value: float) -> str:
     return "np.nan" if math.isnan(value) else ("np.inf" if value > 0 else "-np.inf")
 
 
+def size_code(size: Size, variable: Callable[[str], str]) -> str:
+    """Python for a size: `4 * n_H`, `n_H + n_X`, `2 * n_H - 1`, `8`, with
+    `variable(symbol)` naming each symbol's variable. A sum: callers put it
+    only where a sum needs no parentheses (an index, a call's argument)."""
+    terms = [(c, variable(k) if abs(c) == 1 else f"{abs(c)} * {variable(k)}")
+             for k, c in size.terms]
+    if size.const or not terms:
+        terms.append((size.const, str(abs(size.const))))
+    text = " ".join(f"{'-' if c < 0 else '+'} {t}" for c, t in terms)
+    return text[2:] if text.startswith("+") else "-" + text[2:]
+
+
+def size_symbols(graph: Graph) -> list[str]:
+    """The size symbols of a graph, which its generated code takes as
+    arguments: of its outputs first (a cell's new states: `H`), then of its
+    inputs, parameters and values, each once, in order."""
+    vars_ = list(graph.outputs) + list(graph.inputs) + list(graph.params) + [
+        e.out for e in graph.eqns]
+    sizes = [s for v in vars_ for s in v.shape]
+    sizes += [s for e in graph.eqns for _, v in e.attrs
+              for s in (v if isinstance(v, tuple) else (v,)) if isinstance(s, Size)]
+    return list(dict.fromkeys(k for s in sizes for k, _ in s.terms))
+
+
 class Names:
     """Every identifier of a generated module: readable and unique Python
     names from IR names (`Γu` → `G_u`, `c̃` → `c_tilde`, `a<t-1>` → `a_prev`,
-    `a<t>` → `a_t`, `d_c<t>` → `d_c_t`), and the names derived from them
-    (`buf_a_t`, the initial state `a0`), all drawn from one pool, so no two
-    ever coincide. Keywords, builtins and the generator's own names
-    (RESERVED, K<n>) are never handed out: `lambda` becomes `lambda_`."""
+    `a<t>` → `a_t`, `d_c<t>` → `d_c_t`), the names derived from them
+    (`buf_a_t`, the initial state `a0`), and the variables of size symbols
+    (`n_H`), all drawn from one pool, so no two ever coincide. Keywords,
+    builtins and the generator's own names (RESERVED, K<n>) are never handed
+    out: `lambda` becomes `lambda_`."""
 
     MARKS = {"\u0303": "_tilde", "\u0302": "_hat", "\u0304": "_bar", "\u0307": "_dot"}
 
@@ -97,6 +127,10 @@ class Names:
             base = self(name) if prefix or suffix else self._ascii(name)
             self.table[key] = self._fresh(prefix + base + suffix)
         return self.table[key]
+
+    def size(self, size: Size) -> str:
+        """Python for `size` over the variables of its symbols (`4 * n_H`)."""
+        return size_code(size, lambda symbol: self.role("n_", symbol))
 
     def _fresh(self, base: str) -> str:
         candidates = itertools.chain([base, base + "_"],
@@ -129,7 +163,7 @@ class Names:
 @dataclass
 class Stage:
     kind: str  # "loop", "row", "gemm", "store"
-    size: int = 0
+    size: Size = Size()
     eqns: list[Eqn] = field(default_factory=list)
     var: Var | None = None  # for "store": the value to store
     lines: list[str] = field(default_factory=list)  # for "gemm": its code
@@ -203,7 +237,7 @@ class StepCode:
         def store_stage(name):
             stored.add(name)
             if self.external(vars_[name]) != "K0":  # targets start at zero
-                self.stages.append(Stage("store", vars_[name].size.value(), var=vars_[name]))
+                self.stages.append(Stage("store", vars_[name].size, var=vars_[name]))
 
         def ensure(op):
             if op in done:
@@ -232,10 +266,12 @@ class StepCode:
                     current = None
             code = OPS[e.op].code
             if isinstance(code, Row):
-                self.stages.append(Stage("row", e.out.size.value(), [e]))
+                self.stages.append(Stage("row", e.out.size, [e]))
                 current = None
             elif e.out.kind == BATCH or isinstance(code, Accumulate):
-                n = e.out.size.value()  # a sum over the batch has its argument's size
+                # A sum over the batch has its argument's size. Sizes equal as
+                # forms share a loop; sizes equal only for some bindings do not.
+                n = e.out.size
                 if current is None or current.size != n:
                     current = Stage("loop", n)
                     self.stages.append(current)
@@ -279,7 +315,7 @@ class StepCode:
                     if st.kind == "loop":
                         self.write_loop(w, st)
                     elif st.kind == "store":
-                        with w.block(f"for _j in range({st.size}):"):
+                        with w.block(f"for _j in range({self.py.size(st.size)}):"):
                             value = self.src(st.var, set()).format(j="_j")
                             for target in self.stores[st.var.name]:
                                 w(f"{target.format(j='_j')} = {value}")
@@ -288,7 +324,7 @@ class StepCode:
 
     def write_loop(self, w: _Writer, st: Stage) -> None:
         local: set[str] = set()
-        with w.block(f"for _j in range({st.size}):"):
+        with w.block(f"for _j in range({self.py.size(st.size)}):"):
             for e in st.eqns:
                 args = self.args_of(e, local)
                 if args is None:
@@ -311,14 +347,13 @@ class StepCode:
         return scalar_code(e)(args)
 
     def write_row(self, w: _Writer, e: Eqn) -> None:
-        n = e.out.size.value()
         out = self.py.role("buf_", e.out.name)
         w(comment(str(e)))
         args = [self.src(x, set()) for x in e.args]
-        for line in OPS[e.op].code.write(e, f"{out}[_b, {{j}}]", args, self.const):
+        for line in OPS[e.op].code.write(e, f"{out}[_b, {{j}}]", args, self.const, self.py.size):
             w(line)
         for target in self.stores.get(e.out.name, ()):
-            with w.block(f"for _k in range({n}):"):
+            with w.block(f"for _k in range({self.py.size(e.out.size)}):"):
                 w(f"{target.format(j='_k')} = {out}[_b, _k]")
 
     def write_gemm(self, w: _Writer, st: Stage) -> None:
@@ -340,7 +375,7 @@ def vector_prologue(graph: Graph, py: Names, consts_src, w: _Writer, source) -> 
     for e in graph.eqns:
         if e.out.kind != VECTOR or isinstance(OPS[e.op].code, Accumulate):
             continue
-        n = e.out.size.value()
+        n = py.size(e.out.size)
         name = py.role("vec_", e.out.name)
         args = [consts_src(a) if isinstance(a, Lit) else source(a) for a in e.args]
         w(comment(str(e)))
@@ -348,7 +383,7 @@ def vector_prologue(graph: Graph, py: Names, consts_src, w: _Writer, source) -> 
         code = OPS[e.op].code
         if isinstance(code, Row):  # softmax(b): the row is the vector
             for line in code.write(e, f"{name}[{{j}}]", args,
-                                   lambda value: consts_src(Lit(value))):
+                                   lambda value: consts_src(Lit(value)), py.size):
                 w(line)
         else:
             with w.block(f"for _j in range({n}):"):

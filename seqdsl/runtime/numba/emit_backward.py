@@ -1,6 +1,6 @@
 """The `backward` kernel, written from the plan:
 
-    backward(dout, da, dc, lengths, <inputs>, <tapes>, <params>)
+    backward(n_H, n_X, dout, da, dc, lengths, <inputs>, <tapes>, <params>)
         -> (dx, da0, dc0, <parameter gradients>)
 
 It runs the steps from the last to the first; rows past an example's
@@ -11,8 +11,9 @@ the loop.
 from __future__ import annotations
 
 from ...ir.graph import MATRIX, Var
+from ...ir.ops.base import plus
 from .codegen import StepCode, comment, vector_prologue
-from .emit import Emission, alloc_steps, stacked_weights, transpose
+from .emit import Emission, alloc_steps, gradient_entry, stacked_weights, transpose
 from .kernel_plan import Ref
 from .plan import Group
 
@@ -77,7 +78,7 @@ def _product(em: Emission, g: Group) -> list[str]:
             "# batch of some size, made transposed (faster in OpenBLAS) and laid out back",
             f"if _B >= {em.plan.transposed_from_batch}:",
             f"    np.dot({py.role('S_', op)}, {_dy(em, op)}[_t].T, {dpt})",
-            *("    " + line for line in transpose(dpt, dp, g.size)),
+            *("    " + line for line in transpose(dpt, dp, py.size(g.size))),
             "else:",
             f"    np.dot({_dy(em, op)}[_t], {py.role('ST_', op)}, {dp})"]
 
@@ -108,16 +109,16 @@ def _allocate(em: Emission) -> None:
             w(f"{py.role('dx_', n)} = np.zeros((_T, _B, {em.size(n)}), DT)")
     for g in plan.groups.values():
         if plan.cotangents_in[g.operand] == g.operand:
-            alloc_steps(w, _dy(em, g.operand), g.width, zero_padding=True,
+            alloc_steps(w, _dy(em, g.operand), py.size(g.width), zero_padding=True,
                         zero_all=g.operand in plan.dy_zeroed)
         if not g.hoisted:
-            w(f"{py.role('dP_', g.operand)} = np.empty((_B, {g.size}), DT)")
-            w(f"{py.role('dPT_', g.operand)} = np.empty(({g.size}, _B), DT)")
+            w(f"{py.role('dP_', g.operand)} = np.empty((_B, {py.size(g.size)}), DT)")
+            w(f"{py.role('dPT_', g.operand)} = np.empty(({py.size(g.size)}, _B), DT)")
     bwd_vars = plan.backward.graph.vars()
     for n in plan.accumulated:
-        w(f"{py.role('acc_', n)} = np.zeros({bwd_vars[n].size.value()}, DT)")
+        w(f"{py.role('acc_', n)} = np.zeros({py.size(bwd_vars[n].size)}, DT)")
     for n in plan.backward.buffers:
-        w(f"{py.role('buf_', n)} = np.zeros((_B, {bwd_vars[n].size.value()}), DT)")
+        w(f"{py.role('buf_', n)} = np.zeros((_B, {py.size(bwd_vars[n].size)}), DT)")
 
 
 def _time_loop(em: Emission, code: StepCode, source) -> None:
@@ -132,7 +133,7 @@ def _time_loop(em: Emission, code: StepCode, source) -> None:
                     value = (f"{py.role('buf_', res.name)}[_b, _k]"
                              if res.name in plan.backward.materialise
                              else source(res).format(j="_k"))
-                    with w.block(f"for _k in range({res.size.value()}):"):
+                    with w.block(f"for _k in range({py.size(res.size)}):"):
                         w(f"{py.role('gstate_', s)}[_b, _k] = {value}")
 
 
@@ -144,8 +145,8 @@ def _input_products(em: Emission) -> None:
         if g.hoisted:
             n = g.operand
             w(f"{py.role('dx_', n)} {'=' if n in plan.grad_from_product else '+='} np.dot("
-              f"{_dy(em, n)}.reshape((_T * _B, {g.width})), "
-              f"{py.role('ST_', n)}).reshape((_T, _B, {g.size}))")
+              f"{_dy(em, n)}.reshape((_T * _B, {py.size(g.width)})), "
+              f"{py.role('ST_', n)}).reshape((_T, _B, {py.size(g.size)}))")
 
 
 def _weight_gradients(em: Emission) -> None:
@@ -155,15 +156,15 @@ def _weight_gradients(em: Emission) -> None:
     for p in plan.params:
         if p.kind == MATRIX:
             alloc = "empty" if p.name in plan.assigned_weights else "zeros"
-            w(f"{py.role('d_', p.name)} = np.{alloc}(({p.shape[0].value()}, "
-              f"{p.shape[1].value()}), DT)")
+            w(f"{py.role('d_', p.name)} = np.{alloc}(({py.size(p.shape[0])}, "
+              f"{py.size(p.shape[1])}), DT)")
     for g in plan.groups.values():
         src = py.role("in_", g.operand) if g.hoisted else py.role("tape_", g.operand)
-        w(f"dS = np.dot({_dy(em, g.operand)}.reshape((_T * _B, {g.width})).T, "
-          f"{src}.reshape((_T * _B, {g.size})))")
+        w(f"dS = np.dot({_dy(em, g.operand)}.reshape((_T * _B, {py.size(g.width)})).T, "
+          f"{src}.reshape((_T * _B, {py.size(g.size)})))")
         for m in g.members:
             op = "=" if m.weight in plan.assigned_weights else "+="
-            with w.block(f"for _i in range({m.rows}):"):
-                with w.block(f"for _k in range({m.cols[1] - m.cols[0]}):"):
-                    w(f"{py.role('d_', m.weight)}[_i, {m.cols[0]} + _k] {op} "
-                      f"dS[{m.offset} + _i, _k]")
+            with w.block(f"for _i in range({py.size(m.rows)}):"):
+                with w.block(f"for _k in range({py.size(m.cols[1] - m.cols[0])}):"):
+                    w(f"{gradient_entry(em, m, '_i', '_k')} {op} "
+                      f"dS[{plus(py.size(m.offset), '_i')}, _k]")

@@ -1,14 +1,16 @@
 """Python source for a stateless row graph (a network head, a loss, a loss's
 backward), for Numba to compile: one function over all N rows at once,
 
-    run(<inputs (N, n)>, <params>) -> (<outputs>,)
+    run(<sizes>, <inputs (N, n)>, <params>) -> (<outputs>,)
 
 written with the cell kernels' pieces (codegen.py): a matrix product per
 operand of a `linear` and per `linear_t` / `outer` (np.dot, as the cell
 kernels make theirs), fused loops over the rows and features holding every
 elementwise equation as one scalar statement, a row loop per feature-wise op,
 and `acc[_j] += ...` for a sum over the rows. What each op's statement is
-comes from its registry entry; every identifier from one `Names`.
+comes from its registry entry; every identifier from one `Names`. As for
+the cells, sizes are run-time values: `run` takes the graph's size symbols
+(`n_Y`) first, so a symbolic graph's source serves it at every size.
 """
 from __future__ import annotations
 
@@ -16,10 +18,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...ir.graph import BATCH, VECTOR, Eqn, Graph, Lit, Var
+from ...ir.graph import BATCH, VECTOR, Eqn, Graph, Lit, Size, Var
 from ...ir.ops import OPS, Accumulate, Product
+from ...ir.ops.base import plus
 from .codegen import Names, Stage, StepCode, _Writer, comment, docstring, float_literal, \
-    vector_prologue
+    size_symbols, vector_prologue
 
 
 class Unsupported(NotImplementedError):
@@ -30,17 +33,18 @@ class Unsupported(NotImplementedError):
 @dataclass
 class RowsSource:
     source: str
-    args: list[str]  # the IR names `run` takes, in order: inputs, then params
+    args: list[str]  # the IR names `run` takes after the sizes, in order: inputs, then params
     returns: list[str]  # the IR names of what `run` returns, in order
     signature: str  # Numba's signature of `run`
     identifiers: frozenset[str]  # every name its Names handed out
+    sizes: tuple[str, ...] = ()  # the size symbols `run` takes first, in order
 
 
 def generate_rows(name: str, graph: Graph, dtype: str,
                   outputs: list[str] | None = None) -> RowsSource:
-    """The source of `run` for `graph` at numeric sizes and `dtype`; it
-    returns `outputs` (default: the graph's), less those that are its own
-    arguments."""
+    """The source of `run` for `graph` in `dtype`, for every binding of its
+    size symbols (none for a graph at numeric sizes); it returns `outputs`
+    (default: the graph's), less those that are its own arguments."""
     if not (dtype.isidentifier() and np.dtype(dtype).kind == "f"):
         raise ValueError(f"generated code is for a floating-point dtype, not {dtype!r}")
     em = _Rows(graph, dtype)
@@ -53,7 +57,8 @@ def generate_rows(name: str, graph: Graph, dtype: str,
             f"DT = np.{dtype}"]
     head += [f"{k} = DT({float_literal(v)})" for v, k in em.consts.items()]
     source = "\n".join(head + ["", ""] + em.w.lines) + "\n"
-    return RowsSource(source, list(em.args), returns, em.signature(), frozenset(em.py.used))
+    return RowsSource(source, list(em.args), returns, em.signature(), frozenset(em.py.used),
+                      tuple(em.sizes))
 
 
 class _RowCode(StepCode):
@@ -81,6 +86,8 @@ class _Rows:
         self.w = _Writer()
         self.vars = graph.vars()
         self.args = {v.name: v for v in graph.inputs + graph.params}
+        self.sizes = size_symbols(graph)
+        self.blocks: dict[tuple, str] = {}  # (weight, lo, hi) -> its copied block
         self.made: dict[str, str] = {}  # product result -> its product's id
         self.gemms: dict[str, Stage] = {}
         self.slices: dict[str, list[str]] = {}  # linear -> its products' templates
@@ -121,22 +128,27 @@ class _Rows:
 
     def signature(self) -> str:
         kinds = {BATCH: "[:, ::1]", VECTOR: "[::1]"}
-        return "(" + ", ".join(self.dtype + kinds.get(v.kind, "[:, ::1]")
-                               for v in self.args.values()) + ",)"
+        return "(" + ", ".join(["int64"] * len(self.sizes) + [
+            self.dtype + kinds.get(v.kind, "[:, ::1]") for v in self.args.values()]) + ",)"
 
     # ---- products -----------------------------------------------------------------
 
-    def _block(self, lines: list[str], w: Var, lo: int, hi: int) -> str:
+    def _block(self, lines: list[str], w: Var, lo: Size, hi: Size) -> str:
         """The columns lo:hi of weight `w`, copied into a C-contiguous array
-        unless they are all of it (explicit loops: see emit.stacked_weights)."""
-        rows, cols = (s.value() for s in w.shape)
-        if (lo, hi) == (0, cols):
+        unless they are all of it (explicit loops: see emit.stacked_weights).
+        Blocks are numbered per weight (`W_Wy_2`): a size is no name part."""
+        rows, cols = w.shape
+        if (lo, hi) == (Size(), cols):
             return self.py(w.name)
-        name = self.py.role("W_", w.name, f"_{lo}_{hi}")
-        lines += [f"{name} = np.empty(({rows}, {hi - lo}), DT)",
-                  f"for _i in range({rows}):",
-                  f"    for _k in range({hi - lo}):",
-                  f"        {name}[_i, _k] = {self.py(w.name)}[_i, {lo} + _k]"]
+        key = (w.name, lo, hi)
+        if key not in self.blocks:
+            count = sum(k[0] == w.name for k in self.blocks)
+            self.blocks[key] = self.py.role("W_", w.name, f"_{count + 1}")
+        name, size = self.blocks[key], self.py.size
+        lines += [f"{name} = np.empty(({size(rows)}, {size(hi - lo)}), DT)",
+                  f"for _i in range({size(rows)}):",
+                  f"    for _k in range({size(hi - lo)}):",
+                  f"        {name}[_i, _k] = {self.py(w.name)}[_i, {plus(size(lo), '_k')}]"]
         return name
 
     def _product(self, pid: str, reads: list[Var], lines: list[str]) -> None:
@@ -149,7 +161,7 @@ class _Rows:
                 self._linear(e)
             elif e.op == "linear_t":
                 w, g = e.args
-                lo, hi = (s.value() for s in e.attr("cols"))
+                lo, hi = e.attr("cols")
                 self.made[e.out.name] = e.out.name
                 lines = [comment(str(e))]
                 block = self._block(lines, w, lo, hi)
@@ -160,9 +172,9 @@ class _Rows:
 
     def _linear(self, e: Eqn) -> None:
         w, *parts = e.args
-        lo, templates = 0, []
+        lo, templates = Size(), []
         for i, p in enumerate(parts):
-            hi = lo + p.size.value()
+            hi = lo + p.size
             lines = [comment(f"{p.name} times {w.name}[:, {lo}:{hi}]ᵀ, for `{e}`")]
             block = self._block(lines, w, lo, hi)
             out = self.py.role("P_", e.out.name, f"_{i}")
@@ -186,16 +198,17 @@ class _Rows:
         if len(parts) == 1:
             lines.append(f"{out} = np.dot({gt}, {self.array(parts[0].name)})")
         else:
-            rows, cols = (s.value() for s in e.out.shape)
+            size = self.py.size
+            rows, cols = (size(s) for s in e.out.shape)
             lines.append(f"{out} = np.empty(({rows}, {cols}), DT)")
-            lo = 0
+            lo = Size()
             for i, p in enumerate(parts):
-                part, n = self.py.role("P_", e.out.name, f"_{i}"), p.size.value()
+                part = self.py.role("P_", e.out.name, f"_{i}")
                 lines += [f"{part} = np.dot({gt}, {self.array(p.name)})",
                           f"for _i in range({rows}):",
-                          f"    for _k in range({n}):",
-                          f"        {out}[_i, {lo} + _k] = {part}[_i, _k]"]
-                lo += n
+                          f"    for _k in range({size(p.size)}):",
+                          f"        {out}[_i, {plus(size(lo), '_k')}] = {part}[_i, _k]"]
+                lo = lo + p.size
         self._product(e.out.name, [g, *parts], lines)
 
     # ---- the function -------------------------------------------------------------------
@@ -222,14 +235,15 @@ class _Rows:
         code = self.step_code(returns)
         w, py = self.w, self.py
         w("@njit(cache=True, error_model='numpy')")
-        with w.block(f"def run({', '.join(py(n) for n in self.args)}):"):
+        args = [py.role("n_", k) for k in self.sizes] + [py(n) for n in self.args]
+        with w.block(f"def run({', '.join(args)}):"):
             first = next(v.name for v in self.args.values() if v.kind == BATCH)
             w(f"_B = {py(first)}.shape[0]")
             vector_prologue(self.graph, py, self.const, w, self.source)
             for v in code.buffers():
-                w(f"{py.role('buf_', v.name)} = np.empty((_B, {v.size.value()}), DT)")
+                w(f"{py.role('buf_', v.name)} = np.empty((_B, {py.size(v.size)}), DT)")
             for e in self.graph.eqns:
                 if isinstance(OPS[e.op].code, Accumulate):
-                    w(f"{self.array(e.out.name)} = np.zeros({e.out.size.value()}, DT)")
+                    w(f"{self.array(e.out.name)} = np.zeros({py.size(e.out.size)}, DT)")
             code.write(w)
             w(f"return ({''.join(self.array(n) + ', ' for n in returns)})")

@@ -9,24 +9,27 @@ and the functions' arguments and results. It holds no Python identifiers:
 an array is a `Ref`, a role and the IR value it belongs to, and only the
 emitters turn those into names (through one `Names`). Constants (K0, K1,
 ...) are numbered by the emitters, in the order the source first uses them.
+
+It holds no numeric size either: sizes are Sizes over the cell's size
+symbols, which both functions take as arguments, so one plan (and one
+compiled module) serves a cell at every size.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
-from ...ir.graph import BATCH, MATRIX, VECTOR, Graph, Var, verify
+from ...ir.graph import BATCH, MATRIX, VECTOR, Graph, Size, Var, verify
 from ...ir.passes import fold_zeros
-from .codegen import Stage, StepCode
-from .plan import Group, attach_backward, held_by_products, product_groups
+from .codegen import Stage, StepCode, size_symbols
+from .plan import (PART_GRADIENTS, PRODUCTS, WEIGHT_GRADIENTS, Group, attach_backward,
+                   held_by_products, product_groups)
 
 
 @dataclass(frozen=True)
 class Ref:
     """An array of the generated module: the `role` (`tape_`, `dY_`, ...) of
     the IR value `of`, or, when `of` is None, a name of the generator's own
-    (`out`, `lengths`)."""
+    (`out`, `lengths`). The role `n_` is a size symbol's variable (`n_H`)."""
     role: str
     of: str | None = None
     suffix: str = ""
@@ -40,7 +43,7 @@ class Target:
     """Where a step writes a value: row (t, b) of a (T, B, n) array, from
     column `offset` (the value's block in a stacked array) or whole."""
     array: Ref
-    offset: int | None = None
+    offset: Size | None = None
 
     def __str__(self) -> str:
         return f"{self.array}[t, b, {'' if self.offset is None else self.offset}:]"
@@ -78,7 +81,7 @@ def describe(st: Stage) -> str:
 class KernelPlan:
     cell: str
     dtype: str
-    sizes: dict[str, int]
+    sizes: list[str]  # the size symbols both functions take first, in order
     inputs: list[str]
     states: list[str]
     output: str
@@ -86,8 +89,10 @@ class KernelPlan:
     held: set[str]  # backward products zero in the step: a group product holds them
     taped: list[str]  # forward values the backward pass reads, by argument order
     zero_padded_tapes: set[str]  # read by a weight gradient's product past each length
-    slices: dict[str, list[tuple[str, int]]]  # linear -> (operand, column) of its products
-    chunk_rows: dict[str, int]  # operand -> rows per call, for a product made in blocks
+    slices: dict[str, list[tuple[str, Size]]]  # linear -> (operand, column) of its products
+    # A step product whose stacked weight is larger is made a block of rows at
+    # a time; how many rows a block has is worked out at run time, from the sizes.
+    chunk_bytes: int
     forward: StepPlan
     forward_args: list[Ref]
     forward_returns: list[Ref]
@@ -112,8 +117,8 @@ class KernelPlan:
         return [g for g in self.groups.values() if not g.hoisted]
 
     def __str__(self) -> str:
-        sizes = ", ".join(f"{k}={v}" for k, v in self.sizes.items())
-        lines = [f"kernels of cell {self.cell} ({sizes}, {self.dtype})", "products:"]
+        sizes = ", ".join(self.sizes) or "no sizes"
+        lines = [f"kernels of cell {self.cell} ({sizes}; {self.dtype})", "products:"]
         for g in self.groups.values():
             into = self.cotangents_in[g.operand]
             lines.append(f"  {g}; cotangents " + (" | ".join(str(m.grad) for m in g.members)
@@ -133,11 +138,11 @@ def _signature(name: str, args: list[Ref], returns: list[Ref]) -> str:
 
 
 def make_plan(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[str],
-              output: str, dtype: str, sizes: dict[str, int], chunk_bytes: int,
+              output: str, dtype: str, chunk_bytes: int,
               transposed_from_batch: int) -> KernelPlan:
-    """The plan of the kernels of a cell's step graphs `fwd` and `bwd`.
-    Forward products whose stacked weight exceeds `chunk_bytes` are made a
-    block of rows at a time."""
+    """The plan of the kernels of a cell's step graphs `fwd` and `bwd`, whose
+    sizes are forms over size symbols (or numbers). Forward products whose
+    stacked weight exceeds `chunk_bytes` are made a block of rows at a time."""
     groups = product_groups(fwd, set(inputs))
     bwd = verify(fold_zeros(bwd, held_by_products(groups, attach_backward(groups, fwd, bwd))))
     roles = attach_backward(groups, fwd, bwd)  # a cotangent may now go by another name
@@ -148,10 +153,9 @@ def make_plan(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list
     made = {e.out.name for e in bwd.eqns}
     f_args, f_returns, b_args, b_returns = _signatures(fwd, inputs, states, taped, outs)
     return KernelPlan(
-        cell, dtype, dict(sizes), list(inputs), list(states), output, groups,
+        cell, dtype, size_symbols(fwd), list(inputs), list(states), output, groups,
         held=held_by_products(groups, roles), taped=taped, zero_padded_tapes=padded,
-        slices=_slices(fwd, groups),
-        chunk_rows=_chunk_rows(groups, np.dtype(dtype).itemsize, chunk_bytes),
+        slices=_slices(fwd, groups), chunk_bytes=chunk_bytes,
         forward=_forward_step(fwd, groups, taped, states, output),
         forward_args=f_args, forward_returns=f_returns,
         backward=_backward_step(fwd, bwd, groups, roles, cotangents_in, inputs, states, outs,
@@ -172,15 +176,17 @@ def make_plan(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list
 
 def _signatures(fwd: Graph, inputs: list[str], states: list[str], taped: list[str],
                 outs: dict[str, Var]) -> tuple[list[Ref], ...]:
-    """The arguments and results of `forward` and of `backward`, in order.
-    The caller (runtime.py) passes and unpacks them by position."""
+    """The arguments and results of `forward` and of `backward`, in order:
+    each takes the size symbols' values first. The caller (runtime.py)
+    passes and unpacks them by position."""
+    sizes = [Ref("n_", k) for k in size_symbols(fwd)]
     params = [Ref("", p.name) for p in fwd.params]
     clean, tapes = [Ref("in_", n) for n in inputs], [Ref("tape_", n) for n in taped]
-    return ([Ref("", n) for n in inputs] + [Ref("lengths")]
+    return (sizes + [Ref("", n) for n in inputs] + [Ref("lengths")]
             + [Ref("", s, "0") for s in states] + params,
             [Ref("out")] + [Ref("state_", s) for s in states] + clean + tapes,
-            [Ref("dout")] + [Ref("d", s) for s in states] + [Ref("lengths")] + clean + tapes
-            + params,
+            sizes + [Ref("dout")] + [Ref("d", s) for s in states] + [Ref("lengths")] + clean
+            + tapes + params,
             [Ref("dx_", n) for n in inputs] + [Ref("gstate_", s) for s in states]
             + [Ref("d_", p.name) if p.kind == MATRIX else Ref("vec_", outs[p.name].name)
                for p in fwd.params])
@@ -200,34 +206,21 @@ def _tapes(fwd: Graph, bwd: Graph, groups: dict[str, Group], inputs: list[str],
     return taped, {n for n in taped if n in operands and n not in prev}
 
 
-def _slices(fwd: Graph, groups: dict[str, Group]) -> dict[str, list[tuple[str, int]]]:
+def _slices(fwd: Graph, groups: dict[str, Group]) -> dict[str, list[tuple[str, Size]]]:
     """For each forward linear, the column of each product its blocks sit at."""
     slices = {}
     for e in fwd.eqns:
-        if e.op != "linear":
+        if e.op not in PRODUCTS:
             continue
         w, *parts = e.args
-        slices[e.out.name], lo = [], 0
+        slices[e.out.name], lo = [], Size()
         for p in parts:
-            cols = (lo, lo + p.size.value())
+            cols = (lo, lo + p.size)
             lo = cols[1]
             m = next(m for m in groups[p.name].members
                      if (m.linear, m.weight, m.cols) == (e.out.name, w.name, cols))
             slices[e.out.name].append((p.name, m.offset))
     return slices
-
-
-def _chunk_rows(groups: dict[str, Group], itemsize: int, chunk_bytes: int) -> dict[str, int]:
-    """Rows of the stacked weight per call of each step product made in
-    blocks: a weight larger than `chunk_bytes` is applied a block of rows at
-    a time (with OpenBLAS at 16 MiB: 13–18% faster alone, 2–3% in a whole
-    LSTM forward)."""
-    rows = {}
-    for g in groups.values():
-        chunks = -(-(g.width * g.size * itemsize) // chunk_bytes)
-        if not g.hoisted and chunks > 1:
-            rows[g.operand] = -(-g.width // chunks)
-    return rows
 
 
 def _shared_cotangents(groups: dict[str, Group]) -> dict[str, str]:
@@ -244,22 +237,29 @@ def _shared_cotangents(groups: dict[str, Group]) -> dict[str, str]:
 
 def _assigned_weights(fwd: Graph, groups: dict[str, Group]) -> set[str]:
     """Weights whose blocks cover each column once (a weight that is not
-    shared): each block of its gradient is written once, not added."""
-    blocks: dict[str, list[tuple[int, int]]] = {}
+    shared, nor applied transposed): each block of its gradient is written
+    once, not added."""
+    blocks: dict[str, list[tuple[Size, Size]]] = {}
     for g in groups.values():
         for m in g.members:
-            blocks.setdefault(m.weight, []).append(m.cols)
+            # A transposed block covers rows: the weight's gradient is added up.
+            blocks.setdefault(m.weight, []).append((Size.of(-1), Size()) if m.transposed
+                                                   else m.cols)
     return {p.name for p in fwd.params if p.kind == MATRIX
-            and _tiles(blocks.get(p.name, []), p.shape[1].value())}
+            and _tiles(blocks.get(p.name, []), p.shape[1])}
 
 
-def _tiles(cols: list[tuple[int, int]], n: int) -> bool:
-    """Whether the column ranges cover 0..n exactly once."""
-    end = 0
-    for lo, hi in sorted(cols):
-        if lo != end:
+def _tiles(cols: list[tuple[Size, Size]], n: Size) -> bool:
+    """Whether the column ranges cover 0..n exactly once, for every binding
+    of the sizes: each block starts where the one before it ends. (Forms do
+    not sort; blocks that tile only when two sizes are equal do not count.)"""
+    left, end = list(cols), Size()
+    while left:
+        following = next((c for c in left if c[0] == end), None)
+        if following is None:
             return False
-        end = hi
+        left.remove(following)
+        end = following[1]
     return end == n
 
 
@@ -272,7 +272,7 @@ def _forward_step(fwd: Graph, groups: dict[str, Group], taped: list[str], states
             stores.setdefault(n, []).append(Target(Ref("tape_", n)))
     reads_product = {}
     for e in fwd.eqns:
-        if e.op == "linear":
+        if e.op in PRODUCTS:
             ops = tuple(p.name for p in e.args[1:] if not groups[p.name].hoisted)
             if ops:
                 reads_product[e.out.name] = ops
@@ -308,7 +308,7 @@ def _backward_step(fwd: Graph, bwd: Graph, groups: dict[str, Group], roles: dict
     # Products and weight gradients are made by the group products; an input
     # gradient that is zero in the step comes from its product after the loop.
     skip = zeros & {outs[n].name for n in inputs} | {
-        e.out.name for e in bwd.eqns if e.op in ("linear_t", "outer")
+        e.out.name for e in bwd.eqns if e.op in PART_GRADIENTS or e.op in WEIGHT_GRADIENTS
         or (e.out.kind in (MATRIX, VECTOR) and e.op != "bsum")}
     step_groups = [g for g in groups.values() if not g.hoisted]
     made_by = {n: op for n, (op, first) in roles.items() if first and not groups[op].hoisted}

@@ -1,12 +1,17 @@
 """The generated module: `forward` and `backward` over whole sequences.
 
-    forward(x, lengths, a0, c0, <params>) -> (out, a, c, <inputs>, <tapes>)
-    backward(dout, da, dc, lengths, <inputs>, <tapes>, <params>)
+    forward(n_H, n_X, x, lengths, a0, c0, <params>) -> (out, a, c, <inputs>, <tapes>)
+    backward(n_H, n_X, dout, da, dc, lengths, <inputs>, <tapes>, <params>)
         -> (dx, da0, dc0, <parameter gradients>)
 
 Three steps: the kernel plan (kernel_plan.py) decides everything from the
 step graphs, then emit_forward.py and emit_backward.py write the two
 functions from it, into one module with one set of names and constants.
+
+The step graphs are the cell's symbolic ones: the module is written for a
+dtype and every size at once, and both functions take the size symbols'
+values (`n_H`, `n_X`) first. So its source, and the cache entry it keys,
+is the same at every size: a cell is compiled once per dtype.
 """
 from __future__ import annotations
 
@@ -31,24 +36,26 @@ class Generated:
     source: str
     tapes: list[str]  # the forward values passed from forward to backward
     identifiers: frozenset[str] = frozenset()  # every name its Names handed out
+    sizes: tuple[str, ...] = ()  # the size symbols both functions take first, in order
 
 
 def plan(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[str],
-         output: str, dtype: str, sizes: dict[str, int] | None = None) -> KernelPlan:
-    """The kernel plan of a cell specialised to sizes and dtype (what
-    `generate` writes its source from)."""
+         output: str, dtype: str) -> KernelPlan:
+    """The kernel plan of a cell's step graphs in a dtype (what `generate`
+    writes its source from)."""
     if not (dtype.isidentifier() and np.dtype(dtype).kind == "f"):
         raise ValueError(f"generated kernels are for a floating-point dtype, not {dtype!r}")
-    return make_plan(cell, fwd, bwd, inputs, states, output, dtype, sizes or {},
+    return make_plan(cell, fwd, bwd, inputs, states, output, dtype,
                      chunk_bytes=CHUNK_BYTES, transposed_from_batch=TRANSPOSED_FROM_BATCH)
 
 
 def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[str],
-             output: str, dtype: str, sizes: dict[str, int] | None = None) -> Generated:
-    """Source text of the module for a cell specialised to sizes and dtype.
-    Names from the spec reach it only as identifiers a `Names` made, or
-    escaped in comments and the docstring; the spec's path not at all."""
-    em = Emission(plan(cell, fwd, bwd, inputs, states, output, dtype, sizes))
+             output: str, dtype: str) -> Generated:
+    """Source text of the module for a cell's step graphs in a dtype, for
+    every binding of their size symbols. Names from the spec reach it only
+    as identifiers a `Names` made (the size symbols' variables among them),
+    or escaped in comments and the docstring; the spec's path not at all."""
+    em = Emission(plan(cell, fwd, bwd, inputs, states, output, dtype))
     emit_forward(em)
     emit_backward(em)
-    return Generated(em.module(), em.plan.taped, frozenset(em.py.used))
+    return Generated(em.module(), em.plan.taped, frozenset(em.py.used), tuple(em.plan.sizes))

@@ -14,38 +14,57 @@ of the group's blocks side by side in dY_p), hoisted for inputs to one
 product after the loop, and every weight's gradient comes from one product
 `P_allᵀ @ dY_all` over all time steps after the loop.
 
+Every size here (an operand's, a block's columns, a member's offset) is a
+Size over the cell's size symbols, never a number: the plan, like the code
+written from it, holds for every binding of the sizes.
+
 The rest of the kernel plan (kernel_plan.py) builds on these groups.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ...ir.graph import Graph
+from ...ir.graph import Graph, Size
+
+# The forward products, their backward products per part and their weight
+# gradients, each op: whether it applies its weight transposed (`Wᵀ h`).
+PRODUCTS = {"linear": False, "tlinear": True}
+PART_GRADIENTS = {"linear_t": False, "tlinear_t": True}
+WEIGHT_GRADIENTS = {"outer": False, "touter": True}
 
 
 @dataclass
 class Member:
     linear: str  # the forward linear equation's output name
     weight: str
-    cols: tuple[int, int]  # the block of W's columns applied to the group's operand
-    offset: int  # where its rows sit in the group's stacked product
-    rows: int
+    # The block of W's columns applied to the group's operand; W's rows for a
+    # transposed member, whose block of Wᵀ is W[cols]ᵀ.
+    cols: tuple[Size, Size]
+    offset: Size  # where its rows sit in the group's stacked product
+    rows: Size
     grad: str | None = None  # the backward value holding d(linear output)
+    transposed: bool = False  # applied as Wᵀ
+
+    def block(self) -> str:
+        """The block of the weight it applies, as the plan prints it."""
+        lo, hi = self.cols
+        return f"{self.weight}[{lo}:{hi}, :]" if self.transposed \
+            else f"{self.weight}[:, {lo}:{hi}]ᵀ"
 
 
 @dataclass
 class Group:
     operand: str  # name of the value all blocks are applied to
-    size: int  # its size
+    size: Size  # its size
     hoisted: bool  # an input: computed for all steps at once
     members: list[Member] = field(default_factory=list)
 
     @property
-    def width(self) -> int:
-        return sum(m.rows for m in self.members)
+    def width(self) -> Size:
+        return sum((m.rows for m in self.members), Size())
 
     def __str__(self) -> str:
-        blocks = " | ".join(f"{m.weight}[:, {m.cols[0]}:{m.cols[1]}]ᵀ" for m in self.members)
+        blocks = " | ".join(m.block() for m in self.members)
         return (f"{self.operand} ({self.size}) × [{blocks}] → {self.width}"
                 + (", hoisted" if self.hoisted else ""))
 
@@ -54,14 +73,15 @@ def product_groups(fwd: Graph, inputs: set[str]) -> dict[str, Group]:
     """The groups of a forward step graph, keyed by operand name."""
     groups: dict[str, Group] = {}
     for e in fwd.eqns:
-        if e.op != "linear":
+        if e.op not in PRODUCTS:
             continue
         w, *parts = e.args
-        lo = 0
+        lo = Size()
         for p in parts:
-            g = groups.setdefault(p.name, Group(p.name, p.size.value(), p.name in inputs))
-            hi = lo + p.size.value()
-            g.members.append(Member(e.out.name, w.name, (lo, hi), g.width, e.out.size.value()))
+            g = groups.setdefault(p.name, Group(p.name, p.size, p.name in inputs))
+            hi = lo + p.size
+            g.members.append(Member(e.out.name, w.name, (lo, hi), g.width, e.out.size,
+                                    transposed=PRODUCTS[e.op]))
             lo = hi
     return groups
 
@@ -71,26 +91,26 @@ def attach_backward(groups: dict[str, Group], fwd: Graph, bwd: Graph) -> dict[st
     equations, and map each `linear_t` of the backward graph to the group it
     belongs to: {linear_t output name: (group operand, is the first member)}.
     """
-    linears = [e for e in fwd.eqns if e.op == "linear"]
+    linears = [e for e in fwd.eqns if e.op in PRODUCTS]
     grad_of: dict[str, str] = {}  # linear output -> the name of its cotangent
     for e in bwd.eqns:
-        if e.op == "outer":
+        if e.op in WEIGHT_GRADIENTS:
             g, *parts = e.args
-            key = (e.attr("of"), [p.name for p in parts])
-            L = next(L for L in linears if (L.args[0].name, [p.name for p in L.args[1:]]) == key
+            key = (e.attr("of"), [p.name for p in parts], WEIGHT_GRADIENTS[e.op])
+            L = next(L for L in linears if (L.args[0].name, [p.name for p in L.args[1:]],
+                                            PRODUCTS[L.op]) == key
                      and L.out.name not in grad_of)
             grad_of[L.out.name] = g.name
     for g in groups.values():
         for m in g.members:
             m.grad = grad_of.get(m.linear)
-    by_grad = {(m.weight, m.grad, m.cols): g for g in groups.values() for m in g.members
-               if m.grad}
+    by_grad = {(m.weight, m.grad, m.cols, m.transposed): g for g in groups.values()
+               for m in g.members if m.grad}
     roles: dict[str, tuple[str, bool]] = {}
     for e in bwd.eqns:
-        if e.op == "linear_t":
+        if e.op in PART_GRADIENTS:
             w, gv = e.args
-            lo, hi = e.attr("cols")
-            group = by_grad[(w.name, gv.name, (lo.value(), hi.value()))]
+            group = by_grad[(w.name, gv.name, tuple(e.attr("cols")), PART_GRADIENTS[e.op])]
             roles[e.out.name] = (group.operand, not any(o == group.operand
                                                         for o, _ in roles.values()))
     return roles

@@ -59,11 +59,15 @@ class CompiledCell(CellInstance):
         inputs = [n for n, _ in ct.inputs]
         states = [n for n, _ in ct.states]
         self._inputs_order, self._states_order = inputs, states
-        gen = generate(ct.name, self.forward_graph, self.backward_graph, inputs, states,
-                       ct.output, self.dtype.name, sizes)
+        # From the symbolic graphs: the source holds no size (the kernels take
+        # them), so every size of the cell shares one compiled module.
+        gen = generate(ct.name, self.symbolic_forward, self.symbolic_backward, inputs, states,
+                       ct.output, self.dtype.name)
         self.source, self._n_tapes = gen.source, len(gen.tapes)
-        # The source holds the cell's name, sizes, dtype and every equation, and
-        # never its file: the same cell in two files shares one entry.
+        self._size_args = tuple(sizes[k] for k in gen.sizes)
+        # The source holds the cell's name, dtype and every equation, and never
+        # its file or sizes: the same cell in two files, or at two sizes,
+        # shares one entry.
         key = cache_key(self.dtype.name, self.source)
         self.loaded: Loaded = load_module(self.source, key, self._signatures())
 
@@ -74,8 +78,9 @@ class CompiledCell(CellInstance):
         params = [a2 if len(s) == 2 else a1 for s in self.param_shapes.values()]
         ins = [a3] * len(self._inputs_order)
         states = [a2] * len(self._states_order)
-        fwd = ins + ["int64[::1]"] + states + params
-        bwd = [a3] + states + ["int64[::1]"] + ins + [a3] * self._n_tapes + params
+        sizes = ["int64"] * len(self._size_args)
+        fwd = sizes + ins + ["int64[::1]"] + states + params
+        bwd = sizes + [a3] + states + ["int64[::1]"] + ins + [a3] * self._n_tapes + params
         return {"forward": "(" + ", ".join(fwd) + ",)", "backward": "(" + ", ".join(bwd) + ",)"}
 
     @property
@@ -89,7 +94,8 @@ class CompiledCell(CellInstance):
             final = {n: v.copy() for n, v in s0.items()}
             return Result(out, final, Trace(xs, lengths, s0, [], self.origin))
         _reuse_freed_memory()
-        res = self.loaded.module.forward(*(xs[n] for n in self._inputs_order), lengths,
+        res = self.loaded.module.forward(*self._size_args, *(xs[n] for n in self._inputs_order),
+                                         lengths,
                                          *(s0[n] for n in self._states_order),
                                          *p.values())
         ns, ni = len(self._states_order), len(xs)
@@ -113,7 +119,8 @@ class CompiledCell(CellInstance):
                          {n: g.copy() for n, g in d_final.items()})
         _reuse_freed_memory()
         xs = [tr.x[n] for n in self._inputs_order]
-        res = self.loaded.module.backward(dout, *(d_final[n] for n in self._states_order),
+        res = self.loaded.module.backward(*self._size_args, dout,
+                                          *(d_final[n] for n in self._states_order),
                                           tr.lengths, *xs, *tr.tape, *p.values())
         ni, ns = len(xs), len(self._states_order)
         return Grads(dict(zip(self.param_shapes, res[ni + ns:])),

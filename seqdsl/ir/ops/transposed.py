@@ -1,0 +1,73 @@
+"""Products with a transposed weight: `Wᵀ h`.
+
+`tlinear(W, p1, p2, ...)` applies Wᵀ to the concatenation of its parts: W
+itself is the parameter, so a cell that uses both `W h` and `Wᵀ h` has one
+W whose gradient collects both uses (for `(W − Wᵀ) h`, G − Gᵀ of the
+recurrence's G). Its VJP mirrors `linear`'s: each part gets a `tlinear_t`
+over its own block of Wᵀ's columns (W's rows), W a `touter` summed over the
+batch. The Numba backend makes them with the product plan, stacking the
+transposed blocks beside the plain ones (runtime/numba/plan.py).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..graph import BATCH, MATRIX, Eqn, Size, total_size
+from .base import PRODUCT, Op, Product, Scalar, Type
+
+
+def _tlinear_type(e: Eqn) -> Type:
+    w, *parts = e.args
+    if w.kind != MATRIX or not parts or any(p.kind == MATRIX for p in parts):
+        raise ValueError("tlinear takes a matrix and one or more vectors")
+    rows = total_size(parts)
+    if rows != w.shape[0]:
+        raise ValueError(f"{w.name}ᵀ has {w.shape[0]} columns but is applied to {rows} entries")
+    return BATCH, (w.shape[1],)
+
+
+def _tlinear_t_type(e: Eqn) -> Type:
+    w, g = e.args
+    lo, hi = e.attr("cols")
+    if g.size != w.shape[1]:
+        raise ValueError(f"{g.name} has size {g.size}, {w.name} has {w.shape[1]} columns")
+    return BATCH, (hi - lo,)
+
+
+def _tlinear(ev, w, *parts):
+    cat = parts[0] if len(parts) == 1 else np.concatenate(
+        [np.broadcast_to(p, parts[0].shape[:-1] + p.shape[-1:]) for p in parts], axis=-1)
+    return cat @ w
+
+
+def _touter(ev, g, *parts):
+    cat = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
+    return cat.T @ g
+
+
+def _tlinear_vjp(b, e, g):
+    w, *parts = e.args
+    grads, lo = [], Size()
+    for p in parts:
+        hi = lo + p.size
+        grads.append(b.emit("tlinear_t", (w, g), BATCH, (p.size,), (("cols", (lo, hi)),)))
+        lo = hi
+    dw = b.emit("touter", (g, *parts), w.kind, w.shape, (("of", w.name),))
+    return [dw] + grads
+
+
+ENTRIES = [
+    Op("tlinear", PRODUCT, None, "Wᵀ applied to the concatenation of its other arguments, "
+       "per example", _tlinear_type, _tlinear, _tlinear_vjp,
+       Scalar(lambda slices: " + ".join(slices)),
+       lambda e: 2 * e.out.size.value() * e.args[0].shape[0].value()),
+    # Only backward graphs hold the rest: they are never differentiated.
+    Op("tlinear_t", PRODUCT, 2, "the columns `cols` of Wᵀ (rows of W), transposed, applied "
+       "to g: g @ W[cols, :]ᵀ", _tlinear_t_type,
+       lambda ev, w, g: g @ w[ev.cols(), :].T, None, Product(),
+       lambda e: 2 * e.args[0].shape[1].value() * e.out.size.value()),
+    Op("touter", PRODUCT, None, "Σ over the batch of [parts] ⊗ g: the gradient of a weight "
+       "applied transposed", lambda e: (MATRIX, (total_size(e.args[1:]), e.args[0].size)),
+       _touter, None, Product(),
+       lambda e: 2 * e.out.shape[0].value() * e.out.shape[1].value()),
+]
