@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rnn import _timeit, replace_section  # noqa: E402
+from rnn import _cpu, _timeit, replace_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 B, H, LR, BATCHES = 32, 128, 0.005, 60
@@ -208,15 +208,6 @@ def main() -> None:
            vocab)
 
 
-def _cpu() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or platform.machine()
 
 
 def _write(path: Path, med: dict, ratios: dict, parts: dict, tokens: int, steps: int,

@@ -31,10 +31,12 @@ def sizes_for(cell_type) -> dict[str, int]:
 
 
 def layer_sizes(src: str) -> str:
-    """The sizes of SIZES a generated cell's source uses, as a network layer
-    gives them: `, M=2, Y=3` (or nothing)."""
-    used = {"M": " : M = " in src, "Y": "output y<t> =" in src}
-    return "".join(f", {k}={v}" for k, v in SIZES.items() if used[k])
+    """The sizes of SIZES a generated cell has, as a network layer gives them:
+    `, M=2, Y=3` (or nothing). A computed output's size may be tied to H,
+    so the cell is read to know."""
+    from seqdsl.spec import loads
+    sizes = sizes_for(loads(src, "generated.seq").cell())
+    return "".join(f", {k}={v}" for k, v in sizes.items())
 FUNCTIONS = ["σ", "sigmoid", "tanh", "relu", "exp", "log", "softmax", "layernorm"]
 
 

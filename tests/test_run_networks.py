@@ -3,7 +3,7 @@ both backends, the combinators' semantics, and gradients against finite
 differences."""
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 import seqdsl
@@ -245,6 +245,11 @@ def networks(draw):
 
 @settings(max_examples=25, deadline=None)
 @given(src=networks(), seed=st.integers(0, 2**16))
+# A computed output whose size is tied to H: the layer takes no `Y=`.
+@example(src="cell Gen0 {\n    input x\n    state h, c : H\n    h<t> = h\n"
+             "    c<t> = σ(W0[x] + b0) * h\n    output y<t> = softmax(W1 h<t> + b0)\n}\n"
+             "network N {\n    input x\n    h = Gen0(H=2)(x)\n"
+             "    output ŷ<t> = softmax(Wy h<t> + by)\n}\n", seed=0)
 def test_generated_networks_gradcheck(src, seed):
     try:
         spec = seqdsl.loads(src, "generated.seq")

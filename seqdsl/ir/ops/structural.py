@@ -18,14 +18,17 @@ from .base import (LAYOUT, PRODUCT, REDUCTION, Accumulate, Op, Product, Row, Sca
 
 # ---- shape rules --------------------------------------------------------------------
 
-def _linear_type(e: Eqn) -> Type:
+def product_type(e: Eqn, transposed: bool = False) -> Type:
+    """W (or Wᵀ) applied to the concatenation of the other arguments."""
     w, *parts = e.args
     if w.kind != MATRIX or not parts or any(p.kind == MATRIX for p in parts):
-        raise ValueError("linear takes a matrix and one or more vectors")
-    cols = total_size(parts)
-    if cols != w.shape[1]:
-        raise ValueError(f"{w.name} has {w.shape[1]} columns but is applied to {cols} entries")
-    return BATCH, (w.shape[0],)
+        raise ValueError(f"{e.op} takes a matrix and one or more vectors")
+    applied = f"{w.name}ᵀ" if transposed else w.name
+    rows, cols = (w.shape[1], w.shape[0]) if transposed else w.shape
+    if total_size(parts) != cols:
+        raise ValueError(f"{applied} has {cols} columns but is applied to {total_size(parts)} "
+                         "entries")
+    return BATCH, (rows,)
 
 
 def _linear_t_type(e: Eqn) -> Type:
@@ -43,15 +46,18 @@ def _slice_type(e: Eqn) -> Type:
 
 # ---- NumPy ------------------------------------------------------------------------
 
-def _linear(ev, w, *parts):
-    cat = parts[0] if len(parts) == 1 else np.concatenate(
+def concatenated(parts):
+    """The parts side by side, parameter vectors broadcast over the batch."""
+    return parts[0] if len(parts) == 1 else np.concatenate(
         [np.broadcast_to(p, parts[0].shape[:-1] + p.shape[-1:]) for p in parts], axis=-1)
-    return cat @ w.T
+
+
+def _linear(ev, w, *parts):
+    return concatenated(parts) @ w.T
 
 
 def _outer(ev, g, *parts):
-    cat = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
-    return g.T @ cat
+    return g.T @ concatenated(parts)
 
 
 # ---- VJPs -------------------------------------------------------------------------
@@ -102,7 +108,7 @@ ENTRIES = [
        lambda e: (e.args[0].kind, e.args[0].shape), lambda ev, x: x,
        lambda b, e, g: [g], Scalar("{0}"), 0),
     Op("linear", PRODUCT, None, "W applied to the concatenation of its other arguments, "
-       "per example", _linear_type, _linear, _linear_vjp,
+       "per example", product_type, _linear, _linear_vjp,
        Scalar(lambda slices: " + ".join(slices)),
        lambda e: 2 * e.out.size.value() * e.args[0].shape[1].value()),
     Op("concat", LAYOUT, None, "the concatenation of vectors",

@@ -10,20 +10,9 @@ transposed blocks beside the plain ones (runtime/numba/plan.py).
 """
 from __future__ import annotations
 
-import numpy as np
-
 from ..graph import BATCH, MATRIX, Eqn, Size, total_size
 from .base import PRODUCT, Op, Product, Scalar, Type
-
-
-def _tlinear_type(e: Eqn) -> Type:
-    w, *parts = e.args
-    if w.kind != MATRIX or not parts or any(p.kind == MATRIX for p in parts):
-        raise ValueError("tlinear takes a matrix and one or more vectors")
-    rows = total_size(parts)
-    if rows != w.shape[0]:
-        raise ValueError(f"{w.name}ᵀ has {w.shape[0]} columns but is applied to {rows} entries")
-    return BATCH, (w.shape[1],)
+from .structural import concatenated, product_type
 
 
 def _tlinear_t_type(e: Eqn) -> Type:
@@ -35,14 +24,11 @@ def _tlinear_t_type(e: Eqn) -> Type:
 
 
 def _tlinear(ev, w, *parts):
-    cat = parts[0] if len(parts) == 1 else np.concatenate(
-        [np.broadcast_to(p, parts[0].shape[:-1] + p.shape[-1:]) for p in parts], axis=-1)
-    return cat @ w
+    return concatenated(parts) @ w
 
 
 def _touter(ev, g, *parts):
-    cat = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
-    return cat.T @ g
+    return concatenated(parts).T @ g
 
 
 def _tlinear_vjp(b, e, g):
@@ -58,7 +44,7 @@ def _tlinear_vjp(b, e, g):
 
 ENTRIES = [
     Op("tlinear", PRODUCT, None, "Wᵀ applied to the concatenation of its other arguments, "
-       "per example", _tlinear_type, _tlinear, _tlinear_vjp,
+       "per example", lambda e: product_type(e, transposed=True), _tlinear, _tlinear_vjp,
        Scalar(lambda slices: " + ".join(slices)),
        lambda e: 2 * e.out.size.value() * e.args[0].shape[0].value()),
     # Only backward graphs hold the rest: they are never differentiated.
