@@ -214,3 +214,17 @@ def test_check_lists_the_new_forms(tmp_path, run_cli):
     assert re.search(r"α\s+1\s+scalar\s+= -3", out)
     code, out, err = run_cli("gradcheck", str(path), "--cell", "mLSTM", "--size", "M=2")
     assert code == 0 and "ok: all" in out
+
+
+def test_matrix_terms_scaled_on_either_side():
+    # A factor may follow its term, and a term may be negated: the lowering
+    # must pick the number, not the negated weight, as the factor.
+    summed = loads("cell A {\n input x\n state h : H\n"
+                   " h<t> = ((-W) * 2 - 0.5 * Wᵀ) h + V x\n}\n").cell()
+    written = loads("cell A {\n input x\n state h : H\n"
+                    " h<t> = -2 * (W h) - 0.5 * (Wᵀ h) + V x\n}\n").cell()
+    a, b = make(summed), make(written)
+    params = a.init_params(0)
+    x = np.random.default_rng(0).normal(size=(3, 2, 3))
+    np.testing.assert_allclose(a.forward(params, x).outputs, b.forward(params, x).outputs,
+                               rtol=1e-12)

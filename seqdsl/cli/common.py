@@ -179,8 +179,8 @@ def cell_sizes(args, ct) -> dict[str, int]:
     neither they, --hidden nor --input bind (a sized intermediate's `M`, a
     computed output's `Y`)."""
     bound = sizes(args, "cell", ct.name, ct.symbols)
-    by_flags = {s for _, size in ct.states + ct.inputs for s in size.symbols
-                if not (ct.computed_output and _ == ct.output)}
+    by_flags = {s for name, size in ct.states + ct.inputs for s in size.symbols
+                if not (ct.computed_output and name == ct.output)}
     for s in ct.symbols:
         if s not in bound and s not in by_flags:
             bound[s] = DEFAULT_SIZE

@@ -160,8 +160,8 @@ def lower_cell(scope: CellScope) -> CellType:
                    for n, s in scope.states.items()}
     low = _Lowerer(scope, unify, state_sizes, in_syms)
     eqns = low.run()
-    output_symbol = _size_computed_output(scope, unify, state_sizes,
-                                          taken | set(in_syms.values()))
+    output_syms = _size_computed_output(scope, unify, state_sizes,
+                                        taken | set(in_syms.values()))
 
     # Every unknown must be solved, and every size positive.
     for name, use in scope.params.items():
@@ -192,7 +192,7 @@ def lower_cell(scope: CellScope) -> CellType:
     graph = verify(dce(graph.map_sizes(fix)))
     state_sizes = {n: fix(s) for n, s in state_sizes.items()}
     symbols = list(dict.fromkeys(
-        [s for s in scope.states.values() if isinstance(s, str)] + output_symbol
+        [s for s in scope.states.values() if isinstance(s, str)] + output_syms
         + list(in_syms.values())
         + [s for s in scope.sizes.values() if isinstance(s, str)]))
     return CellType(
@@ -228,11 +228,11 @@ class _Lowerer(MatrixForms):
         for name, use in scope.params.items():
             shape = known.get(name) or (
                 (unify.fresh(), unify.fresh()) if use.kind == MATRIX
-                else (ONE,) if getattr(use, "scalar", False) else (unify.fresh(),))
+                else (ONE,) if use.scalar else (unify.fresh(),))
             self.params[name] = Var(name, use.kind, shape)
         # Values of one entry made of learned scalars and numbers alone: they
         # broadcast where they meet a vector.
-        self.scalars = {n for n, u in scope.params.items() if getattr(u, "scalar", False)}
+        self.scalars = {n for n, u in scope.params.items() if u.scalar}
 
     def run(self) -> list[Eqn]:
         for eq in self.scope.equations:

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from ..errors import SeqError
 from ..lang import syntax as S
+from ..lang.forms import is_number
 from ..lang.rules import constant_value
 from .graph import BATCH, Lit, Var, total_size
 
 
 def _is_factor(node, scalars) -> bool:
-    return isinstance(node, (S.Num, S.Neg)) or (isinstance(node, S.Var) and node.name in scalars)
+    """Whether `node` scales a matrix term: a number or a learned scalar (as
+    the checker decides, lang/forms.py)."""
+    return is_number(node) or (isinstance(node, S.Var) and node.name in scalars)
 
 
 class MatrixForms:

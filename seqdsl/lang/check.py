@@ -16,7 +16,6 @@ from .repeat import unroll
 from .rules import (Spellings, check_call, check_divisor, check_free_name, check_time,
                     looks_like_typo)
 
-
 INITIALISERS = {"normal": (1, 1), "uniform": (1, 1), "zeros": (0, 0), "ones": (0, 0),
                 "glorot": (0, 0), "orthogonal": (0, 1)}  # name: (min, max) arguments
 
@@ -29,7 +28,6 @@ class ParamUse:
     init: tuple = ("default",)  # ("const", v) or (initialiser, *numbers)
     declared: bool = False
     scalar: bool = False  # `param α : 1`: one number, broadcast where it is used
-    transposed: bool = False  # also applied as `Wᵀ`
 
 
 @dataclass
@@ -208,7 +206,6 @@ class _CellChecker(PaperForms):
                 self.warnings.append(SeqWarning(f"input `{n}` is never used", inputs[n].loc))
 
         output = self._output(outputs, states)
-        computed = output if outputs and outputs[0].expr is not None else None
         kept = {n: p for n, p in params.items() if n in used}
         self._modifier_letters(kept, set(inputs) | set(states) | intermediates)
         return CellScope(cell.name, cell.loc, self.source, inputs, states, state_locs,
@@ -217,7 +214,7 @@ class _CellChecker(PaperForms):
                          kept, output, self.warnings,
                          sizes={eq.target.name: eq.size for eq in equations
                                 if eq.size is not None and eq.target.name not in states},
-                         computed_output=computed)
+                         computed_output=self.computed)
 
     @staticmethod
     def _live(equations, deps, states) -> set[int]:

@@ -75,7 +75,6 @@ class PaperForms:
                                hint=f"for an elementwise product write `{base} * ...`")
         check_free_name(base, loc, self.source)
         self._use(params, base, "matrix", loc)
-        params[base].transposed |= transposed
         return base
 
     def _matrix(self, m, inputs, states, intermediates, params, decls) -> set[str]:

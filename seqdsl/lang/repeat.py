@@ -109,6 +109,7 @@ class _Block:
         self.inputs, self.states, self.intermediates = inputs, states, intermediates
         self.taken = set(taken)
         self.per_step: set[str] = set()
+        self._once = False  # inside `first(...)`: parameters keep their names
         self._check()
         self.assigned = [e.target.name for e in block.body]
 
@@ -143,9 +144,8 @@ class _Block:
         newest: dict[str, str] = {}  # name -> the name of its newest value so far
         eqs = []
         for k in range(1, n + 1):
-            made: set[str] = set()
             for eq in self.block.body:
-                expr = self._expr(eq.expr, k, newest, made)
+                expr = self._expr(eq.expr, k, newest)
                 name = eq.target.name
                 last = k == n
                 if last and name in self.states:
@@ -154,7 +154,6 @@ class _Block:
                     target = S.Var(name if last else self._fresh(name, k), None, eq.target.loc)
                 eqs.append(S.Equation(target, expr, eq.loc, eq.size))
                 newest[name] = target
-                made.add(name)
         return eqs
 
     def _fresh(self, name: str, k: int) -> str:
@@ -174,12 +173,12 @@ class _Block:
                            hint=f"rename `{new}`")
         return new
 
-    def _expr(self, e, k: int, newest: dict, made: set):
+    def _expr(self, e, k: int, newest: dict):
         def go(x):
-            return self._expr(x, k, newest, made)
+            return self._expr(x, k, newest)
 
         if isinstance(e, S.Var):
-            return self._var(e, k, newest, made)
+            return self._var(e, k, newest)
         if isinstance(e, S.Num):
             return e
         if isinstance(e, S.BinOp):
@@ -196,16 +195,16 @@ class _Block:
             if e.callee == "first":
                 if len(e.args) != 1 or e.kwargs:
                     raise self.err("`first` takes one argument", e.loc)
-                return self._first(e.args[0], k, newest, made) if k == 1 else S.Num(0.0, e.loc)
+                return self._first(e.args[0], k, newest) if k == 1 else S.Num(0.0, e.loc)
             return replace(e, args=tuple(map(go, e.args)),
                            kwargs=tuple((n, go(v)) for n, v in e.kwargs))
         raise TypeError(e)
 
-    def _first(self, e, k, newest, made):
+    def _first(self, e, k, newest):
         """In `first(...)` parameters are used once: they keep their names."""
-        saved, self._once = getattr(self, "_once", False), True
+        saved, self._once = self._once, True
         try:
-            return self._expr(e, k, newest, made)
+            return self._expr(e, k, newest)
         finally:
             self._once = saved
 
@@ -213,9 +212,9 @@ class _Block:
         if name in self.assigned or name in self.inputs or name in self.states \
                 or name in self.intermediates:
             return name  # not a parameter: the checker says what is wrong
-        return name if getattr(self, "_once", False) else self._param(name, k)
+        return name if self._once else self._param(name, k)
 
-    def _var(self, v: S.Var, k: int, newest: dict, made: set) -> S.Var:
+    def _var(self, v: S.Var, k: int, newest: dict) -> S.Var:
         name = v.name
         if name in self.assigned and v.time is None:
             if name in newest:  # `s<t>` once the last micro-step has made it
@@ -226,6 +225,6 @@ class _Block:
                                f"compute it earlier in the block")
             return v  # a state before its first micro-step: its previous value
         if name in self.inputs or name in self.states or name in self.intermediates \
-                or v.time is not None or getattr(self, "_once", False):
+                or v.time is not None or self._once:
             return v
         return replace(v, name=self._param(name, k))  # a parameter used elementwise

@@ -62,15 +62,20 @@ def _outer(ev, g, *parts):
 
 # ---- VJPs -------------------------------------------------------------------------
 
-def _linear_vjp(b, e, g):
-    w, *parts = e.args
-    grads, lo = [], Size()
-    for p in parts:
-        hi = lo + p.size
-        grads.append(b.emit("linear_t", (w, g), BATCH, (p.size,), (("cols", (lo, hi)),)))
-        lo = hi
-    dw = b.emit("outer", (g, *parts), w.kind, w.shape, (("of", w.name),))
-    return [dw] + grads
+def product_vjp(part_grad: str, weight_grad: str):
+    """The VJP of a product `op(W, p1, p2, ...)`: each part gets a
+    `part_grad` over its own block of the applied matrix's columns, W a
+    `weight_grad` summed over the batch."""
+    def vjp(b, e, g):
+        w, *parts = e.args
+        grads, lo = [], Size()
+        for p in parts:
+            hi = lo + p.size
+            grads.append(b.emit(part_grad, (w, g), BATCH, (p.size,), (("cols", (lo, hi)),)))
+            lo = hi
+        dw = b.emit(weight_grad, (g, *parts), w.kind, w.shape, (("of", w.name),))
+        return [dw] + grads
+    return vjp
 
 
 def _concat_vjp(b, e, g):
@@ -108,7 +113,7 @@ ENTRIES = [
        lambda e: (e.args[0].kind, e.args[0].shape), lambda ev, x: x,
        lambda b, e, g: [g], Scalar("{0}"), 0),
     Op("linear", PRODUCT, None, "W applied to the concatenation of its other arguments, "
-       "per example", product_type, _linear, _linear_vjp,
+       "per example", product_type, _linear, product_vjp("linear_t", "outer"),
        Scalar(lambda slices: " + ".join(slices)),
        lambda e: 2 * e.out.size.value() * e.args[0].shape[1].value()),
     Op("concat", LAYOUT, None, "the concatenation of vectors",

@@ -10,9 +10,9 @@ transposed blocks beside the plain ones (runtime/numba/plan.py).
 """
 from __future__ import annotations
 
-from ..graph import BATCH, MATRIX, Eqn, Size, total_size
+from ..graph import BATCH, MATRIX, Eqn, total_size
 from .base import PRODUCT, Op, Product, Scalar, Type
-from .structural import concatenated, product_type
+from .structural import concatenated, product_type, product_vjp
 
 
 def _tlinear_t_type(e: Eqn) -> Type:
@@ -31,20 +31,10 @@ def _touter(ev, g, *parts):
     return concatenated(parts).T @ g
 
 
-def _tlinear_vjp(b, e, g):
-    w, *parts = e.args
-    grads, lo = [], Size()
-    for p in parts:
-        hi = lo + p.size
-        grads.append(b.emit("tlinear_t", (w, g), BATCH, (p.size,), (("cols", (lo, hi)),)))
-        lo = hi
-    dw = b.emit("touter", (g, *parts), w.kind, w.shape, (("of", w.name),))
-    return [dw] + grads
-
-
 ENTRIES = [
     Op("tlinear", PRODUCT, None, "Wᵀ applied to the concatenation of its other arguments, "
-       "per example", lambda e: product_type(e, transposed=True), _tlinear, _tlinear_vjp,
+       "per example", lambda e: product_type(e, transposed=True), _tlinear,
+       product_vjp("tlinear_t", "touter"),
        Scalar(lambda slices: " + ".join(slices)),
        lambda e: 2 * e.out.size.value() * e.args[0].shape[0].value()),
     # Only backward graphs hold the rest: they are never differentiated.
