@@ -3,6 +3,7 @@
     python benchmarks/rnn.py [--quick] [--repeats N] [--out benchmarks/RESULTS.md]
     python benchmarks/rnn.py --threads 1,2,all [--shapes 32x256x256,1x32x64]
                              [--cells LSTM] [--modes fwd+bwd] [--rounds N]
+                             [--impls seqdsl,torch]
 
 Times LSTM (seqdsl vs torch.nn.LSTM) and the peephole LSTM (seqdsl vs a
 PyTorch eager loop), both also against JAX's lax.scan under jit, forward and
@@ -18,7 +19,7 @@ thread count (`all` = os.cpu_count()), the count given to every implementation
 the same way, before its process starts (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS,
 MKL_NUM_THREADS, NUMBA_NUM_THREADS; torch.set_num_threads in the torch worker),
 and writes the times, the scaling efficiency t1 / (n * tn) and the serial
-fraction into RESULTS.md's "## Thread scaling" section, the rest kept. (XLA
+fraction into RESULTS.md's "## Thread scaling, N cores" section, the rest kept. (XLA
 reads none of those variables: at 1 thread JAX's process gets XLA_FLAGS that
 turn its Eigen pool off; at more, XLA sizes its pool by itself.)
 """
@@ -179,7 +180,8 @@ WORKERS = {"seqdsl": work_seqdsl, "torch": work_torch, "jax": work_jax}
 def thread_env(threads: int | None) -> dict:
     """The environment a measurement's process starts with: `threads` for
     every library's thread pool, or, with None, this process's own."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
     if threads is not None:
         env.update({v: str(threads) for v in THREAD_VARS})
         if threads == 1:  # XLA reads none of them; this is its one-thread switch
@@ -237,7 +239,7 @@ def main() -> None:
     ap.add_argument("--threads", type=thread_counts, metavar="N,N,...",
                     help="measure thread scaling at these counts (e.g. 1,2,all; all = "
                          f"os.cpu_count() = {THREADS}) and write RESULTS.md's "
-                         "'## Thread scaling' section")
+                         "'## Thread scaling, N cores' section")
     ap.add_argument("--shapes", type=shape_list, metavar="BxXxH,...",
                     help="the (B, X, H) to measure (default: those of --quick or all: "
                          + ", ".join("x".join(map(str, s)) for s in SHAPES) + ")")
@@ -245,6 +247,8 @@ def main() -> None:
                     help="comma-separated, from LSTM,PeepholeLSTM (default both)")
     ap.add_argument("--modes", type=lambda s: s.split(","), default=["fwd", "fwd+bwd"],
                     help="comma-separated, from fwd,fwd+bwd (default both)")
+    ap.add_argument("--impls", type=lambda s: s.split(","), default=None,
+                    help="comma-separated, from seqdsl,torch,jax (default: all installed)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -269,6 +273,9 @@ def main() -> None:
     if has("jax"):
         for names in impls.values():
             names.append("jax")
+    if args.impls:
+        for c, names in impls.items():
+            impls[c] = [n for n in names if n in args.impls]
     if args.threads:
         sweep(args, shapes, impls)
         return
@@ -440,8 +447,9 @@ def write_scaling(path: Path, rows, impls, counts, args, loads, peak=None) -> No
     versions = _versions()
     many = [k for k in counts if k > 1]
     top = max(many, default=None)
+    heading = f"## Thread scaling, {THREADS} cores"
     lines = [
-        "## Thread scaling",
+        heading,
         "",
         f"Run {datetime.date.today().isoformat()} by `python benchmarks/rnn.py --threads "
         f"{','.join(map(str, counts))}` on {_cpu()} (os.cpu_count() = {THREADS}); "
@@ -499,8 +507,8 @@ def write_scaling(path: Path, rows, impls, counts, args, loads, peak=None) -> No
     if checks:
         lines += ["Thread pools as the processes reported them (threadpoolctl; torch."
                   "get_num_threads; numba.get_num_threads): " + "; ".join(checks) + ".", ""]
-    replace_section(path, "## Thread scaling", lines)
-    print(f"wrote {path} (## Thread scaling)")
+    replace_section(path, heading, lines)
+    print(f"wrote {path} ({heading})")
 
 
 def _versions() -> dict:

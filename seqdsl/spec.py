@@ -122,22 +122,25 @@ def library_cells() -> dict[str, CellType]:
 
 def instantiate(definition: CellType | NetworkType, hidden: int | None = None,
                 input: int | None = None, sizes: dict[str, int] | None = None, dtype=np.float64,
-                backend: str = "numpy"):
+                backend: str = "numpy", threads: int | None = None):
     """A cell or a network at concrete sizes and dtype. `backend="numpy"`
     runs the reference interpreter; `"numba"` generates, caches and compiles
     code for the dtype, once for every size (same interface, much faster). A network's hidden sizes
     are written in its spec; `input` and `sizes` give its input sizes (a
-    tokens input's is its vocabulary) and its outputs' numbers of classes."""
+    tokens input's is its vocabulary) and its outputs' numbers of classes.
+    `threads` bounds the threads the numba backend runs on (default:
+    NUMBA_NUM_THREADS, else OMP_NUM_THREADS, else every core)."""
     check_backend(backend)
     if isinstance(definition, NetworkType):
         if hidden is not None:
             raise SeqError(f"hidden: network {definition.name} has its hidden sizes in its "
                            "spec (`LSTM(H=64)`)", hint="give input sizes and numbers of "
                            "classes with input= and sizes=")
-        return Network(definition, bind_network_sizes(definition, input, sizes), dtype, backend)
+        return Network(definition, bind_network_sizes(definition, input, sizes), dtype, backend,
+                       threads)
     if not isinstance(definition, CellType):
         raise SeqError(f"instantiate: expected a cell or a network of a loaded spec, given "
                        f"{type(definition).__name__}", hint="spec.cell(name) or "
                        "spec.network(name)")
     return cell_instance(definition, bind_sizes(definition, hidden, input, sizes), dtype,
-                         backend)
+                         backend, threads)

@@ -1,6 +1,8 @@
 """The Numba backend against the NumPy reference runtime: outputs, final
 states and every gradient, with variable lengths, B = 1, T = 1 and a given
-initial state; float64 to 1e-10 and float32 to 1e-4 (relative)."""
+initial state; float64 to 1e-10 and float32 to 1e-4 (relative). Each
+comparison runs the compiled cell both ways: unsharded, and with its batch
+split into shards on threads (forced here at sizes it would never shard)."""
 import os
 import re
 import subprocess
@@ -11,8 +13,13 @@ import pytest
 from hypothesis import Phase, example, given, settings
 
 from cellgen import cells, sizes_for
+from seqdsl.runtime.numba.shards import Parallelism, Shard
 from seqdsl.tools.gradcheck import random_problem, relative_error
 from seqdsl.spec import instantiate, library_cells, loads
+
+SERIAL = Parallelism(1)
+# Up to three shards whenever the batch has two rows or more.
+SHARDED = Parallelism(3, min_rows=1, min_flops=0, min_shards=2)
 
 TOL = {np.float64: 1e-10, np.float32: 1e-4}
 # CI compiles 25 generated cells (each costs a compile); SEQDSL_JIT_EXAMPLES=300 for a long run.
@@ -36,22 +43,34 @@ def compare(ct, dtype, hidden=4, input=3, shapes=((5, 3), (1, 1), (1, 4), (6, 1)
         if dtype == np.float32:  # compare like with like: both from float32-rounded inputs
             pb.params = {k: v.astype(np.float32).astype(np.float64) for k, v in pb.params.items()}
         r1 = ref.forward(pb.params, pb.x, pb.lengths, pb.state0)
-        r2 = jit.forward(pb.params, pb.x, pb.lengths, pb.state0)
-        assert r2.outputs.dtype == dtype
-        got = {"outputs": (r1.outputs, r2.outputs)}
-        got.update((f"final {k}", (r1.final[k], r2.final[k])) for k in r1.final)
         g1 = ref.backward(pb.params, r1, pb.w_out, pb.w_final)
-        g2 = jit.backward(pb.params, r2, pb.w_out, pb.w_final)
-        got.update((f"d{k}", (g1.params[k], g2.params[k])) for k in g1.params)
-        got.update((f"d{k}", (g1.inputs[k], g2.inputs[k])) for k in g1.inputs)
-        got.update((f"d{k}<0>", (g1.state0[k], g2.state0[k])) for k in g1.state0)
-        # Values that cancel to (nearly) zero are held to an absolute error
-        # against the scale of the whole problem, as rounding noise is.
-        floor = 1e-3 * max(np.abs(a).max(initial=0) for a, _ in got.values())
-        for k, (a, b) in got.items():
-            assert b.dtype == dtype, k
-            worst[k] = max(worst.get(k, 0), relative_error(a, b.astype(np.float64), floor))
+        for path, parallel in (("", SERIAL), ("sharded ", SHARDED)):
+            jit.parallel = parallel
+            r2 = jit.forward(pb.params, pb.x, pb.lengths, pb.state0)
+            assert any(isinstance(s, Shard) for s in r2.trace.tape) == (path != "" and B > 1)
+            g2 = jit.backward(pb.params, r2, pb.w_out, pb.w_final)
+            for k, v in gaps(r1, g1, r2, g2, dtype).items():
+                worst[path + k] = max(worst.get(path + k, 0), v)
     return worst
+
+
+def gaps(r1, g1, r2, g2, dtype) -> dict:
+    """The relative error of every output, final state and gradient of the
+    compiled run (r2, g2) against the reference run (r1, g1)."""
+    assert r2.outputs.dtype == dtype
+    got = {"outputs": (r1.outputs, r2.outputs)}
+    got.update((f"final {k}", (r1.final[k], r2.final[k])) for k in r1.final)
+    got.update((f"d{k}", (g1.params[k], g2.params[k])) for k in g1.params)
+    got.update((f"d{k}", (g1.inputs[k], g2.inputs[k])) for k in g1.inputs)
+    got.update((f"d{k}<0>", (g1.state0[k], g2.state0[k])) for k in g1.state0)
+    # Values that cancel to (nearly) zero are held to an absolute error
+    # against the scale of the whole problem, as rounding noise is.
+    floor = 1e-3 * max(np.abs(a).max(initial=0) for a, _ in got.values())
+    out = {}
+    for k, (a, b) in got.items():
+        assert b.dtype == dtype, k
+        out[k] = relative_error(a, b.astype(np.float64), floor)
+    return out
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
@@ -89,20 +108,22 @@ def test_products_are_stacked_and_hoisted():
     cell = instantiate(library_cells()["LSTM"], 8, 5, dtype=np.float32, backend="numba")
     src = cell.source
     # one product per step for the four gates reading a<t-1>, one before the loop for x
-    assert src.count("np.dot(ST_a_prev[_c:_c + rows_a_prev], state_a.T, "
+    assert src.count("dot_into(ST_a_prev[_c:_c + rows_a_prev], state_a.T, "
                      "PT_a_prev[_c:_c + rows_a_prev])") == 1
-    assert ("P_x = np.dot(in_x.reshape((_T * _B, n_X)), ST_x.T).reshape((_T, _B, 4 * n_H))"
+    assert ("P_x = dot(in_x.reshape((_T * _B, n_X)), ST_x.T).reshape((_T, _B, 4 * n_H))"
             in src)
     loop = src[src.index("for _t in range(_T):"):src.index("return out")]
-    assert loop.count("np.dot(") == 1 and "concatenate" not in src
+    assert loop.count("dot_into(") == 1 and "concatenate" not in src
     # weight gradients: one product per operand over all steps, after the backward loop
     after = src[src.index("# after the loop"):]
-    assert after.count("dS = np.dot(") == 2
+    assert after.count("dS = dot(") == 2
     # d x is all in the hoisted product: the backward step neither adds nor stores zeros
     step = src[src.index("for _t in range(_T - 1, -1, -1):"):src.index("# after the loop")]
-    assert step.count("np.dot(") == 2  # the same product in the orientation for the batch
+    assert step.count("dot_into(") == 2  # the same product in the orientation for the batch
     assert "dx_x" not in step and "+ K0" not in step and "K0 +" not in step
-    assert "dx_x = np.dot(dY_a_prev.reshape" in after
+    assert "dx_x = dot(dY_a_prev.reshape" in after
+    # every product and allocation is library.py's compiled-once function, never NumPy's
+    assert "np.dot(" not in src and "np.empty(" not in src and "np.zeros(" not in src
 
 
 def test_source_is_readable_and_stays_float32():

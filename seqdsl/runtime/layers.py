@@ -50,7 +50,7 @@ class CellLayer:
     uses the ids other than through a weight."""
 
     def __init__(self, prefix: str, layer: Layer, sizes: dict[str, int], dtype, backend: str,
-                 vocabulary: int | None = None):
+                 vocabulary: int | None = None, threads: int | None = None):
         bound = {k: v.subst(sizes).value() for k, v in layer.sizes.items()}
         self.prefix = prefix
         self.init = layer.init
@@ -60,10 +60,10 @@ class CellLayer:
             self.cell = cell_instance(layer.cell, bound, dtype, "numpy")
             self.tokens = read_tokens(self.cell.forward_graph, layer.cell.inputs[0][0])
         if self.tokens is None:
-            self.cell = self.runner = cell_instance(layer.cell, bound, dtype, backend)
+            self.cell = self.runner = cell_instance(layer.cell, bound, dtype, backend, threads)
         else:
             self.runner = cell_instance(looked_up_cell(layer.cell, self.cell, self.tokens), {},
-                                        dtype, backend)
+                                        dtype, backend, threads)
         self.names = {f"{prefix}.{n}": n for n in self.cell.param_shapes}
         # Each kept block of columns as a slice where it is one (a view: no copy).
         self._cols = {c.name: _as_slice(c.cols) for c in (self.tokens.columns
@@ -204,14 +204,17 @@ class Stack:
 
 
 def build(prefix: str, layer: Layer, sizes: dict[str, int], dtype, backend: str,
-          vocabulary: int | None = None):
+          vocabulary: int | None = None, threads: int | None = None):
     """The runtime layer for a checked layer tree, parameters named as the
-    check names them (`h.0.fwd.Wu`); `vocabulary` when it reads token ids."""
+    check names them (`h.0.fwd.Wu`); `vocabulary` when it reads token ids;
+    `threads` for the numba backend's cells."""
     if layer.kind == "cell":
-        return CellLayer(prefix, layer, sizes, dtype, backend, vocabulary)
+        return CellLayer(prefix, layer, sizes, dtype, backend, vocabulary, threads)
     if layer.kind == "bidirectional":
         fwd, bwd = layer.children
-        return Bidirectional(build(f"{prefix}.fwd", fwd, sizes, dtype, backend, vocabulary),
-                             build(f"{prefix}.bwd", bwd, sizes, dtype, backend, vocabulary))
-    return Stack([build(f"{prefix}.{i}", c, sizes, dtype, backend, None if i else vocabulary)
+        return Bidirectional(
+            build(f"{prefix}.fwd", fwd, sizes, dtype, backend, vocabulary, threads),
+            build(f"{prefix}.bwd", bwd, sizes, dtype, backend, vocabulary, threads))
+    return Stack([build(f"{prefix}.{i}", c, sizes, dtype, backend, None if i else vocabulary,
+                        threads)
                   for i, c in enumerate(layer.children)])

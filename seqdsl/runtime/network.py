@@ -87,13 +87,14 @@ class Network:
     """A network of cells and heads at fixed sizes and dtype, on one backend."""
 
     def __init__(self, nt: NetworkType, sizes: dict[str, int], dtype=np.float64,
-                 backend: str = "numpy"):
+                 backend: str = "numpy", threads: int | None = None):
         self.type = nt
         self.sizes = sizes
         self.backend = check_backend(backend)
         self._blas = _blas_policy(backend)
         vocabulary = {n: s.subst(sizes).value() for n, kind, s in nt.inputs if kind == "tokens"}
-        self.layers = {n: build(n, layer, sizes, dtype, backend, vocabulary.get(nt.reads[n]))
+        self.layers = {n: build(n, layer, sizes, dtype, backend, vocabulary.get(nt.reads[n]),
+                                threads)
                        for n, layer in nt.sequences.items()}
         first = next(c for layer in self.layers.values() for _, c in layer.cells())
         self.dtype = first.cell.dtype

@@ -34,12 +34,19 @@ from ...ir.ops import OPS, Accumulate, Row, Scalar
 # name from the spec never becomes one of these. The scratch values of an
 # op's row code are named in its registry entry.
 GENERATOR_NAMES = frozenset({
-    "np", "DT", "njit", "sigmoid", "tanh", "forward", "backward", "lengths", "out", "dout",
+    "np", "DT", "njit", "sigmoid", "tanh", "dot", "dot_into", "copy_block", "copy_block_t",
+    "empty", "zeros", "shortest",
+    "forward", "backward", "lengths", "out", "dout",
     "dS", "run", "_T", "_B", "_t", "_b", "_j", "_k", "_i", "_i0", "_c",
 }) | frozenset(n for op in OPS.values() if isinstance(op.code, Row) for n in op.code.scratch)
 RESERVED = (frozenset(keyword.kwlist) | frozenset(keyword.softkwlist)
             | frozenset(dir(builtins)) | GENERATOR_NAMES)
 _CONSTANT = re.compile(r"K\d+")
+
+# How every generated function is compiled: cached on disk, with NumPy's
+# float semantics, and without the GIL, so that a batch split into shards
+# runs its shards' kernels on several threads at once (shards.py).
+JIT = "@njit(cache=True, nogil=True, error_model='numpy')"
 
 
 def escaped(text: str) -> str:
@@ -379,7 +386,7 @@ def vector_prologue(graph: Graph, py: Names, consts_src, w: _Writer, source) -> 
         name = py.role("vec_", e.out.name)
         args = [consts_src(a) if isinstance(a, Lit) else source(a) for a in e.args]
         w(comment(str(e)))
-        w(f"{name} = np.empty({n}, DT)")
+        w(f"{name} = empty({n}, DT)")
         code = OPS[e.op].code
         if isinstance(code, Row):  # softmax(b): the row is the vector
             for line in code.write(e, f"{name}[{{j}}]", args,

@@ -11,9 +11,8 @@ the loop.
 from __future__ import annotations
 
 from ...ir.graph import MATRIX, Var
-from ...ir.ops.base import plus
-from .codegen import StepCode, comment, vector_prologue
-from .emit import Emission, alloc_steps, gradient_entry, stacked_weights, transpose
+from .codegen import JIT, StepCode, comment, vector_prologue
+from .emit import Emission, alloc_steps, stacked_weights, transpose, unstack_gradient
 from .kernel_plan import Ref
 from .plan import Group
 
@@ -24,7 +23,7 @@ def emit_backward(em: Emission) -> None:
     code = em.step_writer(plan.backward, source, lambda g: _product(em, g))
     w()
     w()
-    w("@njit(cache=True, error_model='numpy')")
+    w(JIT)
     with w.block(f"def backward({em.names(plan.backward_args)}):"):
         w("_T, _B = dout.shape[0], dout.shape[1]")
         vector_prologue(plan.forward.graph, em.py, em.const, w, em.shared_source)
@@ -77,10 +76,10 @@ def _product(em: Emission, g: Group) -> list[str]:
     return [comment(f"d {op} from every block applied to it: one product; for a"),
             "# batch of some size, made transposed (faster in OpenBLAS) and laid out back",
             f"if _B >= {em.plan.transposed_from_batch}:",
-            f"    np.dot({py.role('S_', op)}, {_dy(em, op)}[_t].T, {dpt})",
+            f"    dot_into({py.role('S_', op)}, {_dy(em, op)}[_t].T, {dpt})",
             *("    " + line for line in transpose(dpt, dp, py.size(g.size))),
             "else:",
-            f"    np.dot({_dy(em, op)}[_t], {py.role('ST_', op)}, {dp})"]
+            f"    dot_into({_dy(em, op)}[_t], {py.role('ST_', op)}, {dp})"]
 
 
 def _stacked_weights(em: Emission) -> None:
@@ -93,11 +92,11 @@ def _stacked_weights(em: Emission) -> None:
     with w.block(f"if _B >= {plan.transposed_from_batch}:"):
         stacked_weights(em, plan.step_groups, transposed=False)
         for g in plan.step_groups:
-            w(f"{py.role('ST_', g.operand)} = np.empty((0, 0), DT)")
+            w(f"{py.role('ST_', g.operand)} = empty((0, 0), DT)")
     with w.block("else:"):
         stacked_weights(em, plan.step_groups, transposed=True)
         for g in plan.step_groups:
-            w(f"{py.role('S_', g.operand)} = np.empty((0, 0), DT)")
+            w(f"{py.role('S_', g.operand)} = empty((0, 0), DT)")
 
 
 def _allocate(em: Emission) -> None:
@@ -106,19 +105,19 @@ def _allocate(em: Emission) -> None:
         w(f"{py.role('gstate_', s)} = {py.role('d', s)}.copy()")
     for n in plan.inputs:
         if n not in plan.grad_from_product:
-            w(f"{py.role('dx_', n)} = np.zeros((_T, _B, {em.size(n)}), DT)")
+            w(f"{py.role('dx_', n)} = zeros((_T, _B, {em.size(n)}), DT)")
     for g in plan.groups.values():
         if plan.cotangents_in[g.operand] == g.operand:
             alloc_steps(w, _dy(em, g.operand), py.size(g.width), zero_padding=True,
                         zero_all=g.operand in plan.dy_zeroed)
         if not g.hoisted:
-            w(f"{py.role('dP_', g.operand)} = np.empty((_B, {py.size(g.size)}), DT)")
-            w(f"{py.role('dPT_', g.operand)} = np.empty(({py.size(g.size)}, _B), DT)")
+            w(f"{py.role('dP_', g.operand)} = empty((_B, {py.size(g.size)}), DT)")
+            w(f"{py.role('dPT_', g.operand)} = empty(({py.size(g.size)}, _B), DT)")
     bwd_vars = plan.backward.graph.vars()
     for n in plan.accumulated:
-        w(f"{py.role('acc_', n)} = np.zeros({py.size(bwd_vars[n].size)}, DT)")
+        w(f"{py.role('acc_', n)} = zeros({py.size(bwd_vars[n].size)}, DT)")
     for n in plan.backward.buffers:
-        w(f"{py.role('buf_', n)} = np.zeros((_B, {py.size(bwd_vars[n].size)}), DT)")
+        w(f"{py.role('buf_', n)} = zeros((_B, {py.size(bwd_vars[n].size)}), DT)")
 
 
 def _time_loop(em: Emission, code: StepCode, source) -> None:
@@ -144,7 +143,7 @@ def _input_products(em: Emission) -> None:
     for g in plan.groups.values():
         if g.hoisted:
             n = g.operand
-            w(f"{py.role('dx_', n)} {'=' if n in plan.grad_from_product else '+='} np.dot("
+            w(f"{py.role('dx_', n)} {'=' if n in plan.grad_from_product else '+='} dot("
               f"{_dy(em, n)}.reshape((_T * _B, {py.size(g.width)})), "
               f"{py.role('ST_', n)}).reshape((_T, _B, {py.size(g.size)}))")
 
@@ -156,15 +155,11 @@ def _weight_gradients(em: Emission) -> None:
     for p in plan.params:
         if p.kind == MATRIX:
             alloc = "empty" if p.name in plan.assigned_weights else "zeros"
-            w(f"{py.role('d_', p.name)} = np.{alloc}(({py.size(p.shape[0])}, "
+            w(f"{py.role('d_', p.name)} = {alloc}(({py.size(p.shape[0])}, "
               f"{py.size(p.shape[1])}), DT)")
     for g in plan.groups.values():
         src = py.role("in_", g.operand) if g.hoisted else py.role("tape_", g.operand)
-        w(f"dS = np.dot({_dy(em, g.operand)}.reshape((_T * _B, {py.size(g.width)})).T, "
+        w(f"dS = dot({_dy(em, g.operand)}.reshape((_T * _B, {py.size(g.width)})).T, "
           f"{src}.reshape((_T * _B, {py.size(g.size)})))")
         for m in g.members:
-            op = "=" if m.weight in plan.assigned_weights else "+="
-            with w.block(f"for _i in range({py.size(m.rows)}):"):
-                with w.block(f"for _k in range({py.size(m.cols[1] - m.cols[0])}):"):
-                    w(f"{gradient_entry(em, m, '_i', '_k')} {op} "
-                      f"dS[{plus(py.size(m.offset), '_i')}, _k]")
+            w(unstack_gradient(em, "dS", m, add=m.weight not in plan.assigned_weights))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ...ir.graph import Eqn, Var
 from ...ir.ops.base import plus
-from .codegen import StepCode, comment, vector_prologue
+from .codegen import JIT, StepCode, comment, vector_prologue
 from .emit import Emission, alloc_steps, stacked_weights, transpose
 from .plan import PRODUCTS, Group
 
@@ -20,7 +20,7 @@ def emit_forward(em: Emission) -> None:
     plan, w = em.plan, em.w
     code = em.step_writer(plan.forward, _source(em), lambda g: _product(em, g))
     code.args_of = lambda e, local: _slices(em, e) if e.op in PRODUCTS else None
-    w("@njit(cache=True, error_model='numpy')")
+    w(JIT)
     with w.block(f"def forward({em.names(plan.forward_args)}):"):
         first = em.name(plan.forward_args[len(plan.sizes)])  # the first input
         w(f"_T, _B = {first}.shape[0], {first}.shape[1]")
@@ -59,7 +59,7 @@ def _product(em: Emission, g: Group) -> list[str]:
             f"# orientation OpenBLAS runs fastest), {rows} rows of {st} at a time, then laid",
             "# out batch-major",
             f"for _c in range(0, {py.size(g.width)}, {rows}):",
-            f"    np.dot({st}[_c:_c + {rows}], {arr}.T, {pt}[_c:_c + {rows}])",
+            f"    dot_into({st}[_c:_c + {rows}], {arr}.T, {pt}[_c:_c + {rows}])",
             *transpose(pt, py.role("P_", op), py.size(g.width))]
 
 
@@ -100,8 +100,8 @@ def _clean_inputs(em: Emission) -> None:
         size = em.size(n)
         w(comment(f"{n} with its padding zeroed, so no product ever reads it"))
         w(f"{py.role('in_', n)} = {py(n)}")
-        with w.block("if lengths.min() < _T:"):
-            w(f"{py.role('in_', n)} = np.zeros((_T, _B, {size}), DT)")
+        with w.block("if shortest(lengths) < _T:"):
+            w(f"{py.role('in_', n)} = zeros((_T, _B, {size}), DT)")
             with w.block("for _b in range(_B):"):
                 with w.block("for _t in range(lengths[_b]):"):
                     with w.block(f"for _k in range({size}):"):
@@ -115,16 +115,16 @@ def _allocate(em: Emission) -> None:
     for g in plan.groups.values():
         if g.hoisted:
             w(comment(f"{g.operand} for all steps at once, times every block applied to it"))
-            w(f"{py.role('P_', g.operand)} = np.dot({py.role('in_', g.operand)}"
+            w(f"{py.role('P_', g.operand)} = dot({py.role('in_', g.operand)}"
               f".reshape((_T * _B, {py.size(g.size)})), {py.role('ST_', g.operand)}.T)"
               f".reshape((_T, _B, {py.size(g.width)}))")
         else:
-            w(f"{py.role('P_', g.operand)} = np.empty((_B, {py.size(g.width)}), DT)")
-            w(f"{py.role('PT_', g.operand)} = np.empty(({py.size(g.width)}, _B), DT)")
+            w(f"{py.role('P_', g.operand)} = empty((_B, {py.size(g.width)}), DT)")
+            w(f"{py.role('PT_', g.operand)} = empty(({py.size(g.width)}, _B), DT)")
     for s in plan.states:
         w(f"{py.role('state_', s)} = {py.role('', s, '0')}.copy()")
     for n in plan.forward.buffers:
-        w(f"{py.role('buf_', n)} = np.zeros((_B, {em.size(n)}), DT)")
+        w(f"{py.role('buf_', n)} = zeros((_B, {em.size(n)}), DT)")
     for n in plan.taped:
         # Rows past a length stay zero where a weight gradient's product reads them.
         alloc_steps(w, py.role("tape_", n), em.size(n), zero_padding=n in plan.zero_padded_tapes)

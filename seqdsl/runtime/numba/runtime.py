@@ -15,6 +15,8 @@ from ...ir.lower import CellType
 from ..instance import CellInstance, Grads, Result, Trace
 from .compile import Loaded, cache_key, load_module
 from .kernels import generate
+from .shards import Parallelism, Shard, blas_threads, run_each, shard_rows, sum_into_first, \
+    thread_count
 
 
 _malloc_tuned = False  # whether _reuse_freed_memory has run in this process
@@ -54,8 +56,14 @@ class CompiledCell(CellInstance):
     backend = "numba"
     dtypes = ("float32", "float64")
 
-    def __init__(self, ct: CellType, sizes: dict[str, int], dtype=np.float64):
+    def __init__(self, ct: CellType, sizes: dict[str, int], dtype=np.float64,
+                 threads: int | None = None):
         super().__init__(ct, sizes, dtype)
+        # `parallel` may be replaced (tests force shards at small sizes with it)
+        self.parallel = Parallelism(thread_count(threads))
+        # the step products' work per row: each weight matrix is applied once a step
+        self._flops_per_row = 2.0 * sum(int(np.prod(s)) for s in self.param_shapes.values()
+                                        if len(s) == 2)
         inputs = [n for n, _ in ct.inputs]
         states = [n for n, _ in ct.states]
         self._inputs_order, self._states_order = inputs, states
@@ -94,10 +102,12 @@ class CompiledCell(CellInstance):
             final = {n: v.copy() for n, v in s0.items()}
             return Result(out, final, Trace(xs, lengths, s0, [], self.origin))
         _reuse_freed_memory()
-        res = self.loaded.module.forward(*self._size_args, *(xs[n] for n in self._inputs_order),
-                                         lengths,
-                                         *(s0[n] for n in self._states_order),
-                                         *p.values())
+        plan = self.parallel.plan(T, B, self._flops_per_row)
+        with blas_threads(plan.blas_threads):
+            if plan.shards > 1:
+                return self._forward_shards(p, xs, lengths, s0, shard_rows(B, plan.shards))
+            res = self._run_forward(p, [xs[n] for n in self._inputs_order], lengths,
+                                    [s0[n] for n in self._states_order])
         ns, ni = len(self._states_order), len(xs)
         out, finals = res[0], res[1:1 + ns]
         clean, tapes = res[1 + ns:1 + ns + ni], res[1 + ns + ni:]
@@ -105,11 +115,52 @@ class CompiledCell(CellInstance):
         return Result(out, final, Trace(dict(zip(self._inputs_order, clean)), lengths, s0,
                                         list(tapes), self.origin))
 
+    def _run_forward(self, p, xs: list, lengths, s0: list) -> tuple:
+        return self.loaded.module.forward(*self._size_args, *xs, lengths, *s0, *p.values())
+
+    def _forward_shards(self, p, xs, lengths, s0, rows: list[slice]) -> Result:
+        """Forward with each run of `rows` on its own thread: every shard
+        writes its rows of the outputs and final states, and keeps its own
+        inputs and tapes for its backward."""
+        T, B = next(iter(xs.values())).shape[:2]
+        out = np.empty((T, B, self.state_sizes[self.output]), self.dtype)
+        final = {n: np.empty((B, self.state_sizes[n]), self.dtype) for n in self._states_order}
+        ns, ni = len(self._states_order), len(xs)
+
+        def run(r: slice) -> Shard:
+            res = self._run_forward(p, [np.ascontiguousarray(xs[n][:, r])
+                                        for n in self._inputs_order],
+                                    np.ascontiguousarray(lengths[r]),
+                                    [np.ascontiguousarray(s0[n][r]) for n in self._states_order])
+            out[:, r] = res[0]
+            for n, a in zip(self._states_order, res[1:1 + ns]):
+                final[n][r] = a
+            return Shard(r, list(res[1 + ns:1 + ns + ni]), list(res[1 + ns + ni:]))
+        shards = run_each(run, rows)
+        return Result(out, final, Trace(xs, lengths, s0, shards, self.origin))
+
     def _tape_holds(self, tape: list, T: int, B: int) -> bool:
-        """Each tape as the kernels read it: C-contiguous (T, B, n) arrays."""
+        """Each tape as the kernels read it: C-contiguous (T, B, n) arrays,
+        or, after a sharded forward, each shard's for its rows, the shards
+        covering the batch in order."""
+        if tape and all(isinstance(s, Shard) for s in tape):
+            starts = [0] + [s.rows.stop for s in tape]
+            return (all(s.rows.start == a and s.rows.step is None and s.rows.stop > a
+                        for s, a in zip(tape, starts)) and starts[-1] == B
+                    and all(self._arrays_hold(s.tape, T, s.rows.stop - s.rows.start)
+                            and self._inputs_hold(s.x, T, s.rows.stop - s.rows.start)
+                            for s in tape))
+        return self._arrays_hold(tape, T, B)
+
+    def _arrays_hold(self, tape: list, T: int, B: int) -> bool:
         return len(tape) == (self._n_tapes if T * B else 0) and all(
             isinstance(a, np.ndarray) and a.dtype == self.dtype and a.flags.c_contiguous
             and a.ndim == 3 and a.shape[:2] == (T, B) for a in tape)
+
+    def _inputs_hold(self, xs: list, T: int, B: int) -> bool:
+        return len(xs) == len(self._inputs_order) and all(
+            isinstance(a, np.ndarray) and a.dtype == self.dtype and a.flags.c_contiguous
+            and a.shape == (T, B, self.input_sizes[n]) for n, a in zip(self._inputs_order, xs))
 
     def backward(self, params, result: Result, d_outputs=None, d_final=None) -> Grads:
         p, tr, T, B, dout, d_final = self._backward_args(params, result, d_outputs, d_final)
@@ -118,11 +169,40 @@ class CompiledCell(CellInstance):
                          {n: np.zeros_like(a) for n, a in tr.x.items()},
                          {n: g.copy() for n, g in d_final.items()})
         _reuse_freed_memory()
-        xs = [tr.x[n] for n in self._inputs_order]
-        res = self.loaded.module.backward(*self._size_args, dout,
-                                          *(d_final[n] for n in self._states_order),
-                                          tr.lengths, *xs, *tr.tape, *p.values())
-        ni, ns = len(xs), len(self._states_order)
+        if tr.tape and isinstance(tr.tape[0], Shard):
+            with blas_threads(1):
+                return self._backward_shards(p, tr, dout, d_final)
+        plan = self.parallel.plan(T, B, self._flops_per_row)
+        with blas_threads(plan.blas_threads):
+            res = self._run_backward(p, dout, [d_final[n] for n in self._states_order],
+                                     tr.lengths, [tr.x[n] for n in self._inputs_order], tr.tape)
+        ni, ns = len(self._inputs_order), len(self._states_order)
         return Grads(dict(zip(self.param_shapes, res[ni + ns:])),
                      dict(zip(self._inputs_order, res[:ni])),
                      dict(zip(self._states_order, res[ni:ni + ns])))
+
+    def _run_backward(self, p, dout, d_final: list, lengths, xs: list, tape: list) -> tuple:
+        return self.loaded.module.backward(*self._size_args, dout, *d_final, lengths, *xs,
+                                           *tape, *p.values())
+
+    def _backward_shards(self, p, tr: Trace, dout, d_final) -> Grads:
+        """Backward of a sharded forward, each shard on its own thread as it
+        ran forward; the shards' parameter gradients are summed."""
+        T, B = dout.shape[:2]
+        dx = {n: np.empty((T, B, self.input_sizes[n]), self.dtype) for n in self._inputs_order}
+        d0 = {n: np.empty((B, self.state_sizes[n]), self.dtype) for n in self._states_order}
+        ni, ns = len(self._inputs_order), len(self._states_order)
+
+        def run(shard: Shard) -> list:
+            r = shard.rows
+            res = self._run_backward(p, np.ascontiguousarray(dout[:, r]),
+                                     [np.ascontiguousarray(d_final[n][r])
+                                      for n in self._states_order],
+                                     np.ascontiguousarray(tr.lengths[r]), shard.x, shard.tape)
+            for n, a in zip(self._inputs_order, res[:ni]):
+                dx[n][:, r] = a
+            for n, a in zip(self._states_order, res[ni:ni + ns]):
+                d0[n][r] = a
+            return list(res[ni + ns:])
+        params = sum_into_first(run_each(run, tr.tape))
+        return Grads(dict(zip(self.param_shapes, params)), dx, d0)
