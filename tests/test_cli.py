@@ -143,7 +143,7 @@ def test_gradcheck_in_float32_uses_its_own_step_and_tolerance(run_cli):
     assert out.splitlines()[-1] == "ok: all 8 gradients within 0.01"
 
 
-@pytest.mark.parametrize("cmd", ["check", "graph", "gradcheck"])
+@pytest.mark.parametrize("cmd", ["check", "graph", "gradcheck", "search"])
 def test_help(cmd):
     p = subprocess.run([sys.executable, "-m", "seqdsl", cmd, "--help"], capture_output=True,
                        text=True)

@@ -76,3 +76,18 @@ def test_ir_imports_nothing_downstream():
     picture, which needs the `dot` program, is tools/render.py's)."""
     assert outside("ir", ("seqdsl.errors", "seqdsl.lang", "seqdsl.ir"),
                    ("numpy", "graphviz")) == []
+
+
+def test_search_imports_only_what_is_below_it():
+    """The search stands beside train/ and tools/: it reads cells (lang/),
+    lowers and compares their graphs (ir/), checks them through the API
+    (seqdsl.spec) and trains them (runtime/, train/), on Ray (the optional
+    extra) with matplotlib's plot; nothing below imports it, and it never
+    reaches the CLI."""
+    assert len(modules("search")) >= 3
+    assert outside("search", ("seqdsl.errors", "seqdsl.lang", "seqdsl.ir", "seqdsl.runtime",
+                              "seqdsl.spec", "seqdsl.train", "seqdsl.search"),
+                   ("numpy", "ray", "matplotlib")) == []
+    for floor in ("lang", "ir", "runtime"):
+        for path in modules(floor):
+            assert not any(name.startswith("seqdsl.search") for _, name in imports(path)), path

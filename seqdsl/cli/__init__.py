@@ -8,12 +8,12 @@ import warnings
 
 from ..errors import SeqError
 from . import (cache, check, compile, diagnose, export, gradcheck, graph, import_, report,
-               sample, train)
+               sample, search, train)
 from .common import EPILOG, TRACEBACK_HELP
 
 # The commands, in the order `seqdsl --help` lists them.
-COMMANDS = (check, graph, compile, gradcheck, diagnose, report, train, sample, export, import_,
-            cache)
+COMMANDS = (check, graph, compile, gradcheck, diagnose, report, train, sample, search, export,
+            import_, cache)
 
 
 def main(argv: list[str] | None = None) -> int:
