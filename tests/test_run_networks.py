@@ -284,6 +284,23 @@ def test_token_ids_give_what_one_hot_vectors_give(backend):
         assert rel(a[1][k], b[1][k]) < 1e-12, k
 
 
+def test_a_cell_that_never_reads_its_tokens_still_runs():
+    """Nothing to look up: the cell runs on the one-hot vectors it ignores
+    (they carry the run's steps and batch), and its outputs are those of
+    the same network reading dense input."""
+    cell = "cell Idle {\n input x\n state c : H\n c<t> = tanh(Wc c + b)\n output c\n}\n"
+    nets = [seqdsl.instantiate(seqdsl.loads(cell + "network N {\n" + decl + "    h = Idle(H=3)(x)\n"
+                                            "    output ŷ<t> = softmax(Wy h<t>)\n}\n"
+                                            ).network("N"), sizes={"X": 4, "Y": 2})
+            for decl in ("    input x : tokens\n", "    input x\n")]
+    assert nets[0].layers["h"].tokens is None
+    p = nets[0].init_params(1)
+    ids = np.array([[1, 3], [0, 2]])
+    a = nets[0].loss_and_grad(p, ids, [2, 1], np.array([[0, 1], [1, -1]]))
+    b = nets[1].loss_and_grad(p, np.eye(4)[ids], [2, 1], np.array([[0, 1], [1, -1]]))
+    assert a[0] == pytest.approx(b[0], rel=1e-13)
+
+
 def test_token_ids_out_of_the_vocabulary_are_refused():
     net = net_of("    input x : tokens\n    h = RNN(H=2)(x)\n    output ŷ<t> = Wy h<t>",
                  {"X": 4, "Y": 1})

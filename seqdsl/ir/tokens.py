@@ -56,8 +56,9 @@ class _Fresh:
 
 def read_tokens(graph: Graph, token: str) -> TokenReads | None:
     """`graph` with the input `token` read through lookups; None when the
-    token input is used other than as one part of a product (then it must
-    be read as one-hot vectors)."""
+    token input is used other than as one part of a product, or not at all
+    (a cell that ignores it would be left without the input its runs take
+    their steps and batch from). Then it must be read as one-hot vectors."""
     (x,) = [v for v in graph.inputs if v.name == token]
     fresh = _Fresh(graph)
     lookups: dict[tuple, Lookup] = {}
@@ -96,6 +97,8 @@ def read_tokens(graph: Graph, token: str) -> TokenReads | None:
         eqns.append(Eqn(e.out, "add", (product, looked), (), e.loc))
     inputs = tuple(Var(k.name, BATCH, (Size.of(k.rows),)) for k in lookups.values()) + tuple(
         v for v in graph.inputs if v.name != token)
+    if not lookups:
+        return None
     out = dce(replace(graph, inputs=inputs, params=tuple(params), eqns=tuple(eqns)))
     used = {a.name for e in out.eqns for a in e.args if isinstance(a, Var)}
     out = replace(out, params=tuple(p for p in out.params if p.name in used))

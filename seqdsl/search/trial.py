@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import SeqError
+from ..ir.graph import Var
 from ..train.data import split_valid
 from ..train.fit import Config, Diverged, Trainer, evaluate
 from ..train.tasks import build_task, examples, infer_task, network_sizes
@@ -82,7 +83,10 @@ class NetworkFit:
         from .tasks import network_source
         source = cell_source + "\n" + network_source(name, self.hidden, self.per_step)
         try:
-            net = instantiate(loads(source, "<candidate>").network(NETWORK), sizes=self.sizes,
+            spec = loads(source, "<candidate>")
+            if not reads_its_input(spec.cell(name)):
+                return "network: its state never reads the input"
+            net = instantiate(spec.network(NETWORK), sizes=self.sizes,
                               dtype=np.float32, backend="numpy")
             x = np.zeros((2, 1), np.int64)
             net.forward(net.init_params(0), {"x": x}, {"x": np.array([2])})
@@ -91,6 +95,12 @@ class NetworkFit:
         except Exception as e:  # the runtime fails on it: count it, and go on searching
             return f"network: the step fails ({type(e).__name__})"
         return None
+
+
+def reads_its_input(ct) -> bool:
+    """Whether any equation of the cell's step reads one of its inputs."""
+    inputs = {n for n, _ in ct.inputs}
+    return any(isinstance(a, Var) and a.name in inputs for e in ct.graph.eqns for a in e.args)
 
 
 def train_candidate(source: str, task: SearchTask, budget: Budget, report=None) -> TrialResult:
