@@ -228,6 +228,22 @@ def test_the_best_cells_check_and_retrain_to_their_score(resumed, run_cli):
     assert loss == pytest.approx(row["score"], abs=1e-4)
 
 
+def test_asha_stops_poor_trials_early_and_ranks_them_after_the_finished(tmp_path):
+    pytest.importorskip("ray")
+    out = tmp_path / "asha"
+    p = _search(GRU, "--cell", "GRU", *TINY, "--budget", "11", "--steps", "60",
+                "--scheduler", "asha", "--workers", "2", "--out", out, env=_env(tmp_path))
+    printed, _ = p.communicate(timeout=300)
+    assert p.returncode == 0, printed
+    rows = _rows(out)
+    status = [r["status"] for r in rows]
+    assert len(rows) == 12 and "done" in status and "stopped early" in status, printed
+    assert all(r["steps"] < 60 for r in rows if r["status"] == "stopped early")
+    assert all(r["steps"] == 60 for r in rows if r["status"] == "done")
+    # finished trials first: a score from fewer steps is not comparable
+    assert status == sorted(status, key=lambda s: s != "done"), status
+
+
 # ---- a two-node cluster on loopback ----------------------------------------------------
 
 def _free_port() -> int:
