@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from seqdsl import SeqError, instantiate
-from seqdsl.runtime.numba import shards
+from seqdsl.runtime.numba import blas, shards
 from seqdsl.runtime.numba.shards import Parallelism, RunPlan, Shard, shard_rows, thread_count
 from seqdsl.spec import library_cells, loads
 
@@ -152,11 +152,11 @@ def test_a_network_passes_its_thread_count_to_its_cells():
 
 
 def test_blas_threads_are_restored_after_a_run():
-    libs = shards._kernel_blas()
+    libs = blas.kernel_blas()
     if not libs:
         pytest.skip("threadpoolctl sees no BLAS library here")
     before = [lib.get_num_threads() for lib in libs]
-    with shards.blas_threads(1):
+    with blas.blas_threads(1):
         assert all(lib.get_num_threads() == 1 for lib in libs)
     assert [lib.get_num_threads() for lib in libs] == before
 

@@ -31,11 +31,14 @@ def product_type(e: Eqn, transposed: bool = False) -> Type:
     return BATCH, (rows,)
 
 
-def _linear_t_type(e: Eqn) -> Type:
+def block_gradient_type(e: Eqn, transposed: bool = False) -> Type:
+    """The type of `g` applied back through a block of columns `cols` of W
+    (or, `transposed`, of Wᵀ): g must match W's rows (its columns)."""
     w, g = e.args
     lo, hi = e.attr("cols")
-    if g.size != w.shape[0]:
-        raise ValueError(f"{g.name} has size {g.size}, {w.name} has {w.shape[0]} rows")
+    axis, what = (1, "columns") if transposed else (0, "rows")
+    if g.size != w.shape[axis]:
+        raise ValueError(f"{g.name} has size {g.size}, {w.name} has {w.shape[axis]} {what}")
     return BATCH, (hi - lo,)
 
 
@@ -121,7 +124,7 @@ ENTRIES = [
        lambda ev, *xs: np.concatenate(xs, axis=-1), _concat_vjp, Row(_concat_row), 0),
     # Only backward graphs hold the rest: they are never differentiated.
     Op("linear_t", PRODUCT, 2, "the columns `cols` of W, transposed, applied to g: g @ W[:, cols]",
-       _linear_t_type, lambda ev, w, g: g @ w[:, ev.cols()], None, Product(),
+       block_gradient_type, lambda ev, w, g: g @ w[:, ev.cols()], None, Product(),
        lambda e: 2 * e.args[0].shape[0].value() * e.out.size.value()),
     Op("outer", PRODUCT, None, "Σ over the batch of g ⊗ [parts]: a weight's gradient",
        lambda e: (MATRIX, (e.args[0].size, total_size(e.args[1:]))), _outer, None, Product(),

@@ -10,17 +10,9 @@ transposed blocks beside the plain ones (runtime/numba/plan.py).
 """
 from __future__ import annotations
 
-from ..graph import BATCH, MATRIX, Eqn, total_size
-from .base import PRODUCT, Op, Product, Scalar, Type
-from .structural import concatenated, product_type, product_vjp
-
-
-def _tlinear_t_type(e: Eqn) -> Type:
-    w, g = e.args
-    lo, hi = e.attr("cols")
-    if g.size != w.shape[1]:
-        raise ValueError(f"{g.name} has size {g.size}, {w.name} has {w.shape[1]} columns")
-    return BATCH, (hi - lo,)
+from ..graph import MATRIX, total_size
+from .base import PRODUCT, Op, Product, Scalar
+from .structural import block_gradient_type, concatenated, product_type, product_vjp
 
 
 def _tlinear(ev, w, *parts):
@@ -39,7 +31,7 @@ ENTRIES = [
        lambda e: 2 * e.out.size.value() * e.args[0].shape[0].value()),
     # Only backward graphs hold the rest: they are never differentiated.
     Op("tlinear_t", PRODUCT, 2, "the columns `cols` of Wᵀ (rows of W), transposed, applied "
-       "to g: g @ W[cols, :]ᵀ", _tlinear_t_type,
+       "to g: g @ W[cols, :]ᵀ", lambda e: block_gradient_type(e, transposed=True),
        lambda ev, w, g: g @ w[ev.cols(), :].T, None, Product(),
        lambda e: 2 * e.args[0].shape[1].value() * e.out.size.value()),
     Op("touter", PRODUCT, None, "Σ over the batch of [parts] ⊗ g: the gradient of a weight "

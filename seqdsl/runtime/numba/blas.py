@@ -1,4 +1,5 @@
-"""Keeping NumPy's BLAS threads out of the way of the compiled kernels'.
+"""The two BLAS thread pools: NumPy's kept out of the way of the compiled
+kernels', and the kernels' own set to what a run's plan says (shards.py).
 
 Compiled kernels call BLAS through SciPy's OpenBLAS (Numba binds `np.dot`
 to it), NumPy's `@` through NumPy's own copy: two thread pools. An OpenBLAS
@@ -13,6 +14,7 @@ The heads' products are small, so one thread loses nothing there.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 from functools import lru_cache
 
@@ -20,19 +22,55 @@ import numpy as np
 
 
 @lru_cache(maxsize=1)
-def _numpy_blas():
-    """A threadpoolctl controller of NumPy's own BLAS library, or None when
-    threadpoolctl or that library cannot be found."""
+def _blas_libraries():
+    """The threadpoolctl controller and the BLAS libraries it found: NumPy's
+    own, and every other (SciPy's, to which Numba binds the kernels'
+    `np.dot`); None where threadpoolctl is missing."""
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:
         return None
+    importlib.import_module("scipy.linalg.cython_blas")  # loaded, so threadpoolctl sees it
     home = os.path.dirname(np.__file__)
     own = (home + os.sep, home + ".libs" + os.sep)
     ctl = ThreadpoolController()
-    mine = [lib.filepath for lib in ctl.lib_controllers
-            if lib.user_api == "blas" and lib.filepath.startswith(own)]
-    return ctl.select(filepath=mine) if mine else None
+    blas = [lib for lib in ctl.lib_controllers if lib.user_api == "blas"]
+    return ctl, [lib for lib in blas if lib.filepath.startswith(own)], \
+        [lib for lib in blas if not lib.filepath.startswith(own)]
+
+
+def _numpy_blas():
+    """A threadpoolctl controller of NumPy's own BLAS library, or None when
+    threadpoolctl or that library cannot be found."""
+    found = _blas_libraries()
+    if found is None or not found[1]:
+        return None
+    ctl, mine, _ = found
+    return ctl.select(filepath=[lib.filepath for lib in mine])
+
+
+def kernel_blas() -> list:
+    """Controllers of the BLAS the compiled kernels call (empty where
+    threadpoolctl finds none)."""
+    found = _blas_libraries()
+    return found[2] if found else []
+
+
+@contextlib.contextmanager
+def blas_threads(n: int):
+    """The kernels' BLAS at `n` threads inside the block, as it was after it
+    (each change is one library call: cheap enough for every run)."""
+    changed = []
+    for lib in kernel_blas():
+        was = lib.get_num_threads()
+        if was != n:
+            lib.set_num_threads(n)
+            changed.append((lib, was))
+    try:
+        yield
+    finally:
+        for lib, was in changed:
+            lib.set_num_threads(was)
 
 
 @contextlib.contextmanager

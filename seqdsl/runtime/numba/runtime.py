@@ -15,8 +15,8 @@ from ...ir.lower import CellType
 from ..instance import CellInstance, Grads, Result, Trace
 from .compile import Loaded, cache_key, load_module
 from .kernels import generate
-from .shards import Parallelism, Shard, blas_threads, run_each, shard_rows, sum_into_first, \
-    thread_count
+from .blas import blas_threads
+from .shards import Parallelism, Shard, run_each, shard_rows, sum_into_first, thread_count
 
 
 _malloc_tuned = False  # whether _reuse_freed_memory has run in this process
@@ -105,7 +105,8 @@ class CompiledCell(CellInstance):
         plan = self.parallel.plan(T, B, self._flops_per_row)
         with blas_threads(plan.blas_threads):
             if plan.shards > 1:
-                return self._forward_shards(p, xs, lengths, s0, shard_rows(B, plan.shards))
+                return self._forward_shards(p, xs, T, B, lengths, s0,
+                                            shard_rows(B, plan.shards))
             res = self._run_forward(p, [xs[n] for n in self._inputs_order], lengths,
                                     [s0[n] for n in self._states_order])
         ns, ni = len(self._states_order), len(xs)
@@ -118,11 +119,10 @@ class CompiledCell(CellInstance):
     def _run_forward(self, p, xs: list, lengths, s0: list) -> tuple:
         return self.loaded.module.forward(*self._size_args, *xs, lengths, *s0, *p.values())
 
-    def _forward_shards(self, p, xs, lengths, s0, rows: list[slice]) -> Result:
+    def _forward_shards(self, p, xs, T: int, B: int, lengths, s0, rows: list[slice]) -> Result:
         """Forward with each run of `rows` on its own thread: every shard
         writes its rows of the outputs and final states, and keeps its own
         inputs and tapes for its backward."""
-        T, B = next(iter(xs.values())).shape[:2]
         out = np.empty((T, B, self.state_sizes[self.output]), self.dtype)
         final = {n: np.empty((B, self.state_sizes[n]), self.dtype) for n in self._states_order}
         ns, ni = len(self._states_order), len(xs)

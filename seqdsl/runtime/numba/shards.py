@@ -17,13 +17,10 @@ threads wait for sleeping BLAS threads to wake).
 """
 from __future__ import annotations
 
-import contextlib
-import importlib
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
@@ -151,37 +148,3 @@ def sum_into_first(parts: list[list[np.ndarray]]) -> list[np.ndarray]:
     if rest:
         run_each(add_range, list(range(len(parts))))
     return parts[0]
-
-
-@lru_cache(maxsize=1)
-def _kernel_blas():
-    """threadpoolctl controllers of the BLAS the kernels call: Numba binds
-    `np.dot` to SciPy's, so every BLAS library loaded but NumPy's own (the
-    heads' products run there; see blas.py). Empty where threadpoolctl
-    finds none."""
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:
-        return ()
-    importlib.import_module("scipy.linalg.cython_blas")  # loaded, so threadpoolctl sees it
-    home = os.path.dirname(np.__file__)
-    numpy_own = (home + os.sep, home + ".libs" + os.sep)
-    return tuple(lib for lib in ThreadpoolController().lib_controllers
-                 if lib.user_api == "blas" and not lib.filepath.startswith(numpy_own))
-
-
-@contextlib.contextmanager
-def blas_threads(n: int):
-    """The kernels' BLAS at `n` threads inside the block, as it was after it
-    (each change is one library call: cheap enough for every run)."""
-    changed = []
-    for lib in _kernel_blas():
-        was = lib.get_num_threads()
-        if was != n:
-            lib.set_num_threads(n)
-            changed.append((lib, was))
-    try:
-        yield
-    finally:
-        for lib, was in changed:
-            lib.set_num_threads(was)
