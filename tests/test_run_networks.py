@@ -284,6 +284,32 @@ def test_token_ids_give_what_one_hot_vectors_give(backend):
         assert rel(a[1][k], b[1][k]) < 1e-12, k
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_compiled_lookups_equal_numpys(dtype):
+    """Columns gathered per step (zero past each length), and gradients
+    summed back per id, repeated ids included; padding may hold any id."""
+    from seqdsl.runtime.lookup import lookups
+    rng = np.random.default_rng(5)
+    weight = rng.standard_normal((4, 12)).astype(dtype)
+    ids = rng.integers(0, 7, (5, 6))
+    ids[4, 1], ids[3, 2] = 99, -3
+    lengths = np.array([5, 4, 3, 0, 5, 1])
+    values = rng.standard_normal((5, 6, 4)).astype(dtype)
+    ref, compiled = lookups("numpy"), lookups("numba")
+    cols = weight[:, 2:9]  # a strided block of columns, as the layers pass them
+    np.testing.assert_array_equal(compiled.gather(cols, ids, lengths),
+                                  ref.gather(cols, ids, lengths))
+    assert not ref.gather(cols, ids, lengths)[4, 1].any()
+    a, b = weight.copy(), weight.copy()
+    ref.add(a[:, 2:9], ids, lengths, values)
+    compiled.add(b[:, 2:9], ids, lengths, values)
+    np.testing.assert_allclose(b, a, rtol=1e-6 if dtype == np.float32 else 1e-14)
+    np.testing.assert_array_equal(b[:, :2], weight[:, :2])  # other columns untouched
+    valid = np.arange(5)[:, None] < lengths[None, :]
+    np.testing.assert_allclose(a[:, 2] - weight[:, 2], values[valid & (ids == 0)].sum(0),
+                               rtol=1e-6 if dtype == np.float32 else 1e-14)
+
+
 def test_a_cell_that_never_reads_its_tokens_still_runs():
     """Nothing to look up: the cell runs on the one-hot vectors it ignores
     (they carry the run's steps and batch), and its outputs are those of
@@ -312,12 +338,16 @@ def test_token_ids_out_of_the_vocabulary_are_refused():
 def test_numpy_blas_runs_one_thread_while_a_compiled_network_runs():
     """NumPy's BLAS threads and the kernels' (SciPy's) spin against each
     other; a compiled network keeps NumPy's to one thread while it runs."""
-    from seqdsl.runtime.numba.blas import _numpy_blas, numpy_blas_single_threaded
+    from seqdsl.runtime.numba.blas import numpy_blas, numpy_blas_single_threaded
     blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]["name"]
     if "openblas" not in blas:
         pytest.skip(f"NumPy's BLAS is {blas}, not OpenBLAS")
-    ctl = _numpy_blas()
-    before = ctl.info()[0]["num_threads"]
-    with numpy_blas_single_threaded():
-        assert ctl.info()[0]["num_threads"] == 1
-    assert ctl.info()[0]["num_threads"] == before
+    (lib,) = numpy_blas()
+    before = lib.get_num_threads()
+    lib.set_num_threads(2)  # so that one thread is a change
+    try:
+        with numpy_blas_single_threaded():
+            assert lib.get_num_threads() == 1
+        assert lib.get_num_threads() == 2
+    finally:
+        lib.set_num_threads(before)

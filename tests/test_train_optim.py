@@ -237,3 +237,75 @@ def test_clip_bad_limits(bad):
         clip_by_global_norm(grad_steps(1)[0], bad)
     with pytest.raises(SeqError):
         clip_by_value(grad_steps(1)[0], bad)
+
+
+# ---- the compiled loops against the NumPy formulas ----------------------------------------
+
+
+def numpy_update(name, p, g, slots, opt):
+    """The update rules as NumPy formulas, an operation at a time."""
+    if name == "sgd":
+        p -= opt.lr * g
+    elif name == "momentum":
+        (v,) = slots
+        v *= opt.beta
+        v += g
+        p -= opt.lr * v
+    else:
+        m, v = slots
+        m *= opt.beta1
+        m += g * (1 - opt.beta1)
+        v *= opt.beta2
+        v += (g * g) * (1 - opt.beta2)
+        denom = np.sqrt(v) / math.sqrt(1 - opt.beta2 ** opt.t) + opt.eps
+        p -= (m / denom) * (opt.lr / (1 - opt.beta1 ** opt.t))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_compiled_updates_equal_the_numpy_formulas_bit_for_bit(name, dtype):
+    rng = np.random.default_rng(3)
+    p = rng.standard_normal((40, 30)).astype(dtype)
+    q = p.copy()
+    opt = make_optimizer(name, 0.003)
+    slots = [np.zeros_like(p) for _ in opt.SLOTS]
+    for _ in range(25):  # gradients from tiny to large
+        g = (rng.standard_normal(p.shape) * 10.0 ** rng.uniform(-6, 3)).astype(dtype)
+        opt.step({"w": p}, {"w": g})
+        numpy_update(name, q, g, slots, opt)
+    assert p.tobytes() == q.tobytes()
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_a_strided_parameter_is_updated_in_place(name):
+    rng = np.random.default_rng(4)
+    whole = rng.standard_normal((6, 10))
+    before = whole.copy()
+    view, alone = whole[:, ::2], whole[:, ::2].copy()
+    g = rng.standard_normal(view.shape)
+    make_optimizer(name, 0.1).step({"w": view}, {"w": g})
+    make_optimizer(name, 0.1).step({"w": alone}, {"w": g})
+    np.testing.assert_array_equal(whole[:, ::2], alone)
+    assert not np.array_equal(whole[:, ::2], before[:, ::2])
+    np.testing.assert_array_equal(whole[:, 1::2], before[:, 1::2])  # the rest untouched
+
+
+def test_a_float64_gradient_of_a_float32_parameter_is_rounded_first():
+    p32 = np.ones(4, np.float32)
+    g = np.array([0.1, 1e-9, 3.0, -2.5])
+    make_optimizer("sgd", 0.5).step({"w": p32}, {"w": g})
+    assert p32.dtype == np.float32
+    np.testing.assert_array_equal(p32, np.float32(1) - np.float32(0.5) * g.astype(np.float32))
+
+
+@pytest.mark.parametrize("bad, what", [(np.arange(3), "int64"), ([1.0, 2.0], "list")])
+def test_a_parameter_that_cannot_be_updated_is_refused(bad, what):
+    with pytest.raises(SeqError, match=f"parameter w: expected a writeable floating-point "
+                                       f"array, given {what}"):
+        make_optimizer("sgd", 0.1).step({"w": bad}, {"w": np.ones(3)})
+
+
+def test_global_norm_sums_in_float64():
+    big = {"a": np.full(3, 1e19, np.float32), "b": np.array([[3.0, 4.0]])}
+    assert math.isclose(global_norm(big), math.sqrt(3 * 1e38 + 25), rel_tol=1e-6)
+    assert global_norm({"a": np.arange(4), "b": [[1.0]]}) == math.sqrt(14 + 1)

@@ -184,6 +184,7 @@ class CellInstance(ABC):
                              for v in self.forward_graph.params}
         self.param_dims = {n: "×".join(s.paren() for s in v.shape) for n, v in ct.params.items()}
         self._widths = self._step_widths()
+        self._n_params = sum(int(np.prod(s)) for s in self.param_shapes.values())
         self.origin = Origin(self.backend, self.describe(),
                              f"{self.forward_graph}\n{self.dtype.name}")
         self._check_memory("its parameters need", self._param_count() * self.dtype.itemsize)
@@ -213,10 +214,11 @@ class CellInstance(ABC):
     # ---- what a run takes and needs ----------------------------------------------------
 
     def _param_count(self) -> int:
-        return sum(int(np.prod(s)) for s in self.param_shapes.values())
+        return self._n_params
 
     def _check_memory(self, what: str, nbytes: int, hint: str = "use smaller sizes") -> None:
-        validate.check_memory(f"{self.describe()}: {what}", nbytes, hint)
+        if nbytes >= validate.CHECKED_FROM_BYTES:  # else not checked: no message to make
+            validate.check_memory(f"{self.describe()}: {what}", nbytes, hint)
 
     def _step_widths(self) -> tuple[int, int]:
         """Numbers per example and step: of the products and their gradients

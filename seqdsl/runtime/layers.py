@@ -12,13 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-import scipy.sparse
 
 from ..ir.graph import Size
 from ..ir.lower import CellType
 from ..ir.network import Layer
 from ..ir.tokens import TokenReads, read_tokens
 from .backends import cell_instance
+from .lookup import lookups
 
 
 @dataclass
@@ -56,6 +56,7 @@ class CellLayer:
         self.init = layer.init
         self.vocabulary = vocabulary
         self.tokens = None
+        self.token_ops = lookups(backend)
         if vocabulary:  # the declared cell gives shapes and starting values; it never runs
             self.cell = cell_instance(layer.cell, bound, dtype, "numpy")
             self.tokens = read_tokens(self.cell.forward_graph, layer.cell.inputs[0][0])
@@ -86,10 +87,10 @@ class CellLayer:
         """What the runner reads: x itself, one-hot rows, or looked-up columns."""
         if not self.vocabulary:
             return x
-        safe = np.where(np.arange(len(x))[:, None] < lengths[None, :], x, 0)
         if self.tokens is None:
+            safe = np.where(np.arange(len(x))[:, None] < lengths[None, :], x, 0)
             return np.eye(self.vocabulary, dtype=self.cell.dtype)[safe]
-        return {k.name: np.ascontiguousarray(own[k.weight][:, k.lo:k.hi].T[safe])
+        return {k.name: self.token_ops.gather(own[k.weight][:, k.lo:k.hi], x, lengths)
                 for k in self.tokens.lookups}
 
     def forward(self, params, x, lengths, run: Run) -> np.ndarray:
@@ -122,20 +123,9 @@ class CellLayer:
         """Each looked-up column's gradient, added to the column it came from."""
         for c in self.tokens.columns:
             grads[f"{self.prefix}.{c.weight}"][:, self._cols[c.name]] += g.params[c.name]
-        if not self.tokens.lookups:
-            return
-        # Summed per token id by one sparse (vocabulary x steps) product, which
-        # is many times faster than np.add.at and needs no one-hot matrix;
-        # padding steps are in it with weight 0.
-        T, B = ids.shape
-        valid = (np.arange(T)[:, None] < lengths[None, :]).ravel()
-        dtype = g.inputs[self.tokens.lookups[0].name].dtype
-        rows = scipy.sparse.csr_matrix(
-            (valid.astype(dtype), (np.where(valid, ids.ravel(), 0), np.arange(T * B))),
-            shape=(self.vocabulary, T * B))
         for k in self.tokens.lookups:
-            d = rows @ g.inputs[k.name].reshape(T * B, -1)
-            grads[f"{self.prefix}.{k.weight}"][:, k.lo:k.hi] += d.T
+            self.token_ops.add(grads[f"{self.prefix}.{k.weight}"][:, k.lo:k.hi], ids, lengths,
+                      g.inputs[k.name])
 
 
 def _as_slice(cols: tuple[int, ...]):

@@ -202,7 +202,9 @@ class Network:
         """The cell layers by the names `final` and `states` use."""
         return [prefix for layer in self.layers.values() for prefix, _ in layer.cells()]
 
-    def _forward(self, params, inputs, lengths, states=None) -> NetworkResult:
+    def _forward(self, params, inputs, lengths, states=None, heads=True) -> NetworkResult:
+        """The layers' sequences, and the heads' outputs unless `heads` is
+        False (a loss runs the heads itself)."""
         p = validate.params(params, self.param_shapes, {}, self.dtype,
                             f"network {self.type.name}'s parameters")
         xs, ls = self._inputs(inputs, lengths)
@@ -212,12 +214,12 @@ class Network:
             ls[name] = ls[src]
             seqs[name] = layer.forward(p, seqs[src], ls[src], run)
         seqs.update(self._one_hot(xs, ls))
-        heads = {}
-        for h in self.heads:
+        outputs = {}
+        for h in self.heads if heads else ():
             T, B = seqs[h.reads[0]].shape[:2]
-            heads[h.name] = h.forward(p, seqs, ls[h.reads[0]], T, B)
+            outputs[h.name] = h.forward(p, seqs, ls[h.reads[0]], T, B)
         run.params, run.sequences = p, seqs
-        return NetworkResult(heads, {n: seqs[n] for n in self.layers}, run.finals, ls, run)
+        return NetworkResult(outputs, {n: seqs[n] for n in self.layers}, run.finals, ls, run)
 
     def _starts(self, states) -> dict:
         """`states` checked: known layer names, dicts of state arrays (each
@@ -259,7 +261,7 @@ class Network:
             return self._loss_and_grad(params, inputs, lengths, targets, mask, loss, reduction)
 
     def _loss_and_grad(self, params, inputs, lengths, targets, mask, loss, reduction):
-        r = self._forward(params, inputs, lengths)
+        r = self._forward(params, inputs, lengths, heads=False)
         p, seqs = r.run.params, r.run.sequences
         per_head = {k: _per_head(v, self.heads, k) for k, v in
                     (("targets", targets), ("mask", mask), ("loss", loss))}

@@ -46,6 +46,9 @@ def expected(shape: tuple, dtype, dims: str | None = None) -> str:
 
 def as_array(arg: str, value, dtype, shape: tuple[int, ...], dims: str | None = None) -> np.ndarray:
     """`value` as a C-contiguous array of `dtype` and exactly `shape`."""
+    if (type(value) is np.ndarray and value.dtype == dtype and value.shape == shape
+            and value.flags.c_contiguous):
+        return value  # already as wanted: the common case, checked in a few steps
     dtype = np.dtype(dtype)
     try:
         a = np.asarray(value)

@@ -37,16 +37,28 @@ class Optimizer:
 
     def step(self, params: dict, grads: dict) -> None:
         """One update of every parameter in `params` (in place) from `grads`."""
+        from . import updates  # Numba loads when training starts, not on import
         _same_names(params, grads)
         self.t += 1
         for name, p in params.items():
+            if not (isinstance(p, np.ndarray) and p.dtype.kind == "f" and p.flags.writeable):
+                raise SeqError(f"parameter {name}: expected a writeable floating-point array, "
+                               f"given {_what(p)}")
             g = np.asarray(grads[name])
             if g.shape != p.shape:
                 raise SeqError(f"the gradient of {name} has shape {g.shape}, the parameter "
                                f"{p.shape}")
-            self._update(p, g, *(self._slot(s, name, p) for s in self.SLOTS))
+            slots = [self._slot(s, name, p) for s in self.SLOTS]
+            if p.flags.c_contiguous:
+                self._update(p.reshape(-1), updates.flat(g, p.dtype), *slots)
+            else:  # updated in a contiguous copy, written back
+                q = updates.flat(p, p.dtype)
+                self._update(q, updates.flat(g, p.dtype), *slots)
+                p[...] = q.reshape(p.shape)
 
     def _update(self, p: np.ndarray, g: np.ndarray, *slots: np.ndarray) -> None:
+        """One update of the flat parameter `p` from its gradient `g`, both
+        of p's dtype, with this optimiser's flat slots."""
         raise NotImplementedError
 
     def _slot(self, slot: str, name: str, p: np.ndarray) -> np.ndarray:
@@ -59,13 +71,13 @@ class Optimizer:
                 raise SeqError(f"the {self.name} optimiser's state has no `{slot}` for "
                                f"parameter {name}", hint="the state was saved for other "
                                "parameters; start the optimiser afresh")
-            a = table[name] = np.zeros_like(p)
+            a = table[name] = np.zeros(p.shape, p.dtype)
         elif a.shape != p.shape:
             raise SeqError(f"the {self.name} optimiser's `{slot}` for {name} has shape "
                            f"{a.shape}, the parameter {p.shape}")
-        elif a.dtype != p.dtype:
-            a = table[name] = a.astype(p.dtype)
-        return a
+        elif a.dtype != p.dtype or not a.flags.c_contiguous:
+            a = table[name] = np.ascontiguousarray(a, p.dtype)
+        return a.reshape(-1)
 
     # ---- state -------------------------------------------------------------------------
 
@@ -116,7 +128,8 @@ class SGD(Optimizer):
     name = "sgd"
 
     def _update(self, p, g):
-        p -= self.lr * g
+        from . import updates
+        updates.sgd(p, g, p.dtype.type(self.lr))
 
 
 class Momentum(Optimizer):
@@ -131,13 +144,15 @@ class Momentum(Optimizer):
         self.beta = _fraction(beta, "momentum")
 
     def _update(self, p, g, v):
-        v *= self.beta
-        v += g
-        p -= self.lr * v
+        from . import updates
+        F = p.dtype.type
+        updates.momentum(p, g, v, F(self.beta), F(self.lr))
 
 
 class Adam(Optimizer):
-    """Kingma & Ba with bias correction, in torch.optim.Adam's order of operations."""
+    """Kingma & Ba with bias correction, as torch.optim.Adam:
+    m = beta1*m + (1-beta1)*g; v = beta2*v + (1-beta2)*g*g;
+    p -= (m / (sqrt(v)/sqrt(1-beta2**t) + eps)) * lr/(1-beta1**t)."""
 
     name = "adam"
     SLOTS = ("m", "v")
@@ -150,23 +165,12 @@ class Adam(Optimizer):
         self.eps = _positive(eps, "Adam's eps", None)
 
     def _update(self, p, g, m, v):
-        # The same operations in the same order as written out in full, but
-        # into one scratch array: no temporaries (this runs every step).
-        tmp = np.empty_like(m)
-        m *= self.beta1
-        m += np.multiply(g, 1 - self.beta1, out=tmp)
-        v *= self.beta2
-        np.multiply(g, g, out=tmp)
-        tmp *= 1 - self.beta2
-        v += tmp
+        from . import updates
+        F = p.dtype.type
         step_size = self.lr / (1 - self.beta1 ** self.t)
         root = math.sqrt(1 - self.beta2 ** self.t)
-        np.sqrt(v, out=tmp)
-        tmp /= root
-        tmp += self.eps
-        np.divide(m, tmp, out=tmp)
-        tmp *= step_size
-        p -= tmp
+        updates.adam(p, g, m, v, F(self.beta1), F(1 - self.beta1), F(self.beta2),
+                     F(1 - self.beta2), F(root), F(self.eps), F(step_size))
 
 
 _CLASSES = {"sgd": SGD, "momentum": Momentum, "adam": Adam}
@@ -188,11 +192,14 @@ def make_optimizer(name: str, lr: float) -> Optimizer:
 
 def global_norm(grads: dict) -> float:
     """The L2 norm of all gradients together, as one vector."""
-    # float64 so float32 gradients near 1e19 do not overflow when squared.
+    from . import updates
+    # Squared and summed in float64, so float32 gradients near 1e19 do not overflow.
     total = 0.0
     for g in grads.values():
-        flat = np.asarray(g, dtype=np.float64).ravel()
-        total += float(np.dot(flat, flat))
+        a = np.asarray(g)
+        if a.dtype.kind not in "fiu":
+            a = a.astype(np.float64)
+        total += updates.sum_of_squares(np.ascontiguousarray(a).reshape(-1))
     return math.sqrt(total)
 
 
@@ -238,6 +245,12 @@ def _same_names(params: dict, grads: dict) -> None:
         raise SeqError(f"no gradient for parameter {', '.join(missing)}")
     if extra:
         raise SeqError(f"a gradient for {', '.join(extra)}, which is not a parameter")
+
+
+def _what(p) -> str:
+    if not isinstance(p, np.ndarray):
+        return type(p).__name__
+    return f"{p.dtype}" + ("" if p.flags.writeable else ", read-only")
 
 
 def _real(x, what: str) -> float:

@@ -39,14 +39,10 @@ def _blas_libraries():
         [lib for lib in blas if not lib.filepath.startswith(own)]
 
 
-def _numpy_blas():
-    """A threadpoolctl controller of NumPy's own BLAS library, or None when
-    threadpoolctl or that library cannot be found."""
+def numpy_blas() -> list:
+    """Controllers of NumPy's own BLAS (empty where threadpoolctl finds none)."""
     found = _blas_libraries()
-    if found is None or not found[1]:
-        return None
-    ctl, mine, _ = found
-    return ctl.select(filepath=[lib.filepath for lib in mine])
+    return found[1] if found else []
 
 
 def kernel_blas() -> list:
@@ -57,11 +53,11 @@ def kernel_blas() -> list:
 
 
 @contextlib.contextmanager
-def blas_threads(n: int):
-    """The kernels' BLAS at `n` threads inside the block, as it was after it
-    (each change is one library call: cheap enough for every run)."""
+def _threads(libs: list, n: int):
+    """`libs` at `n` threads inside the block, as they were after it (each
+    change is one library call: cheap enough for every run)."""
     changed = []
-    for lib in kernel_blas():
+    for lib in libs:
         was = lib.get_num_threads()
         if was != n:
             lib.set_num_threads(n)
@@ -73,12 +69,11 @@ def blas_threads(n: int):
             lib.set_num_threads(was)
 
 
-@contextlib.contextmanager
+def blas_threads(n: int):
+    """The kernels' BLAS at `n` threads inside the block, as it was after it."""
+    return _threads(kernel_blas(), n)
+
+
 def numpy_blas_single_threaded():
     """NumPy's BLAS at one thread inside the block, as it was after it."""
-    ctl = _numpy_blas()
-    if ctl is None:
-        yield
-        return
-    with ctl.limit(limits=1):
-        yield
+    return _threads(numpy_blas(), 1)

@@ -1,0 +1,60 @@
+"""The optimisers' element loops, compiled: one pass over each parameter.
+
+The NumPy formulas they replace made a pass per operation (Adam: nine over
+each parameter and its two moments), which at CharLM's size took 0.32 ms
+of a 3.4 ms training step. Each loop here does the same operations in the
+same order on the same dtype, so its numbers are those of the formulas in
+optim.py's docstrings, bit for bit: every scalar is given in the
+parameter's dtype, as NumPy rounds a Python float that meets a float32
+array, and no operation is fused (no fastmath).
+
+Each takes flat, C-contiguous arrays of one dtype (`flat` makes them).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+_JIT = dict(cache=True, nogil=True, error_model="numpy")
+
+
+@njit(**_JIT)
+def sgd(p, g, lr):
+    for i in range(p.size):
+        p[i] -= lr * g[i]
+
+
+@njit(**_JIT)
+def momentum(p, g, v, beta, lr):
+    for i in range(p.size):
+        vi = v[i] * beta + g[i]
+        v[i] = vi
+        p[i] -= lr * vi
+
+
+@njit(**_JIT)
+def adam(p, g, m, v, beta1, one_minus_beta1, beta2, one_minus_beta2, root, eps, step_size):
+    for i in range(p.size):
+        gi = g[i]
+        mi = m[i] * beta1 + gi * one_minus_beta1
+        vi = v[i] * beta2 + (gi * gi) * one_minus_beta2
+        m[i] = mi
+        v[i] = vi
+        p[i] -= (mi / (math.sqrt(vi) / root + eps)) * step_size
+
+
+@njit(**_JIT)
+def sum_of_squares(a):
+    """The sum of a's squares in float64, whatever a's dtype."""
+    total = 0.0
+    for i in range(a.size):
+        x = np.float64(a[i])
+        total += x * x
+    return total
+
+
+def flat(a: np.ndarray, dtype) -> np.ndarray:
+    """`a` as a flat C-contiguous array of `dtype`: a view where it can be."""
+    return np.ascontiguousarray(a, dtype).reshape(-1)
