@@ -157,8 +157,11 @@ def _compile_all(key: str, path: Path, signatures: dict[str, str], fresh: bool) 
     """Compile (or load from Numba's cache) each function of the module.
 
     Functions not in Numba's cache yet are compiled side by side: all but the
-    first in child processes, which leave the machine code in the entry for
+    last in child processes, which leave the machine code in the entry for
     this process to load (Numba compiles one function at a time per process).
+    This process compiles the last (a cell's backward, the largest), while
+    the children start up: that way the child's start (0.7 s on 2 cores)
+    overlaps the longer compile.
     """
     module = _import(key, path, fresh)
     _allow_alias_checks()
@@ -168,15 +171,15 @@ def _compile_all(key: str, path: Path, signatures: dict[str, str], fresh: bool) 
             and not list(numba_dir.glob(f"{path.stem}.{fn}-*.nbi"))]
     # Run from the folder holding this seqdsl: `-m` imports from the working
     # directory first, where another seqdsl may be.
-    children = [subprocess.Popen([sys.executable, "-m", "seqdsl.runtime.numba.compile", key, str(path),
-                                  fn, signatures[fn]], cwd=PACKAGE.parent,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                for fn in cold[1:]]
+    children = {fn: subprocess.Popen([sys.executable, "-m", "seqdsl.runtime.numba.compile", key,
+                                      str(path), fn, signatures[fn]], cwd=PACKAGE.parent,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                for fn in cold[:-1]}
     hits = 0
-    for fn, sig in signatures.items():
-        dispatcher = getattr(module, fn)
-        if fn in cold[1:]:
-            children[cold.index(fn) - 1].wait()  # then this loads what the child compiled
+    for fn in sorted(signatures, key=lambda fn: fn in children):  # this process's own first
+        sig, dispatcher = signatures[fn], getattr(module, fn)
+        if fn in children:
+            children[fn].wait()  # then this loads what the child compiled
         if dispatcher.signatures:  # compiled earlier in this process (another size): a hit
             hits += 1
             continue
