@@ -22,13 +22,15 @@ OPTIMIZERS = ("sgd", "momentum", "adam")
 class Optimizer:
     """Base class: a learning rate, a step count and per-parameter slots.
 
-    A subclass names its slots (`SLOTS`, e.g. ("m", "v")) and its scalar
-    hyperparameters (`SCALARS`), and writes `_update`.
+    A subclass names its slots (`SLOTS`, e.g. ("m", "v")), its scalar
+    hyperparameters (`SCALARS`) and its compiled update (`KERNEL`, a function
+    of updates.py), and gives that update's scalars (`_scalars`).
     """
 
     name = "optimizer"
     SLOTS: tuple[str, ...] = ()
     SCALARS: tuple[str, ...] = ("lr",)
+    KERNEL = ""
 
     def __init__(self, lr: float):
         self.lr = _positive(lr, "learning rate", "--lr 0.001")
@@ -40,6 +42,7 @@ class Optimizer:
         from . import updates  # Numba loads when training starts, not on import
         _same_names(params, grads)
         self.t += 1
+        update = getattr(updates, self.KERNEL)
         for name, p in params.items():
             if not (isinstance(p, np.ndarray) and p.dtype.kind == "f" and p.flags.writeable):
                 raise SeqError(f"parameter {name}: expected a writeable floating-point array, "
@@ -49,16 +52,15 @@ class Optimizer:
                 raise SeqError(f"the gradient of {name} has shape {g.shape}, the parameter "
                                f"{p.shape}")
             slots = [self._slot(s, name, p) for s in self.SLOTS]
-            if p.flags.c_contiguous:
-                self._update(p.reshape(-1), updates.flat(g, p.dtype), *slots)
-            else:  # updated in a contiguous copy, written back
-                q = updates.flat(p, p.dtype)
-                self._update(q, updates.flat(g, p.dtype), *slots)
-                p[...] = q.reshape(p.shape)
+            strided = not p.flags.c_contiguous  # updated in a flat copy, then written back
+            flat = updates.flat(p, p.dtype) if strided else p.reshape(-1)
+            update(flat, updates.flat(g, p.dtype), *slots, *self._scalars(p.dtype.type))
+            if strided:
+                p[...] = flat.reshape(p.shape)
 
-    def _update(self, p: np.ndarray, g: np.ndarray, *slots: np.ndarray) -> None:
-        """One update of the flat parameter `p` from its gradient `g`, both
-        of p's dtype, with this optimiser's flat slots."""
+    def _scalars(self, F) -> tuple:
+        """The update's scalar arguments after its arrays, each of type F
+        (the parameter's dtype, as NumPy rounds a Python float)."""
         raise NotImplementedError
 
     def _slot(self, slot: str, name: str, p: np.ndarray) -> np.ndarray:
@@ -127,9 +129,10 @@ class SGD(Optimizer):
 
     name = "sgd"
 
-    def _update(self, p, g):
-        from . import updates
-        updates.sgd(p, g, p.dtype.type(self.lr))
+    KERNEL = "sgd"
+
+    def _scalars(self, F):
+        return (F(self.lr),)
 
 
 class Momentum(Optimizer):
@@ -143,10 +146,10 @@ class Momentum(Optimizer):
         super().__init__(lr)
         self.beta = _fraction(beta, "momentum")
 
-    def _update(self, p, g, v):
-        from . import updates
-        F = p.dtype.type
-        updates.momentum(p, g, v, F(self.beta), F(self.lr))
+    KERNEL = "momentum"
+
+    def _scalars(self, F):
+        return F(self.beta), F(self.lr)
 
 
 class Adam(Optimizer):
@@ -164,13 +167,13 @@ class Adam(Optimizer):
         self.beta2 = _fraction(beta2, "beta2")
         self.eps = _positive(eps, "Adam's eps", None)
 
-    def _update(self, p, g, m, v):
-        from . import updates
-        F = p.dtype.type
+    KERNEL = "adam"
+
+    def _scalars(self, F):
         step_size = self.lr / (1 - self.beta1 ** self.t)
         root = math.sqrt(1 - self.beta2 ** self.t)
-        updates.adam(p, g, m, v, F(self.beta1), F(1 - self.beta1), F(self.beta2),
-                     F(1 - self.beta2), F(root), F(self.eps), F(step_size))
+        return (F(self.beta1), F(1 - self.beta1), F(self.beta2), F(1 - self.beta2), F(root),
+                F(self.eps), F(step_size))
 
 
 _CLASSES = {"sgd": SGD, "momentum": Momentum, "adam": Adam}
