@@ -338,3 +338,55 @@ def test_canonical_form_of_generated_cells_ignores_names_and_operand_order(sourc
     cell = parse(source).definitions[0]
     twin = renamed_and_commuted(cell)
     assert canonical_form(cell_of(unparse_cell(twin))) == canonical_form(cell_of(source))
+
+
+# ---- the copy of Tune's saved state (no Ray needed) ------------------------------------
+
+
+def test_a_state_cut_short_by_a_kill_is_put_back_from_the_copy(tmp_path):
+    import json
+    import pickle
+
+    from seqdsl.search import saved_state
+    staging, storage, backup = tmp_path / "staging", tmp_path / "tune", tmp_path / "saved"
+    staging.mkdir()
+    storage.mkdir()
+    state = {"experiment_state-1.json": json.dumps({"trials": [1, 2]}).encode(),
+             "searcher-state-1.pkl": pickle.dumps(("generator", {"t1": 0})),
+             "search_gen_state-1.json": b"{}"}
+    for name, data in state.items():
+        (staging / name).write_bytes(data)
+    (staging / "trial-00001-GRU").mkdir()  # the trials' folders are not state files
+    saved_state.snapshot(staging, backup)
+    (staging / "experiment_state-1.json").write_bytes(b'{"trials": [1, 2, 3]}')
+    saved_state.snapshot(staging, backup)  # a second slot; the first stays whole
+    assert sorted(p.name for p in backup.iterdir()) == ["a", "b", "manifest.json"]
+
+    for name, data in state.items():  # whole: nothing to repair
+        (storage / name).write_bytes(data)
+    assert saved_state.repair(storage, backup) is None
+
+    (storage / "experiment_state-1.json").write_bytes(b"")  # as the kill left them
+    (storage / "searcher-state-1.pkl").write_bytes(state["searcher-state-1.pkl"][:5])
+    assert saved_state.repair(storage, backup) is not None
+    assert (storage / "experiment_state-1.json").read_bytes() == b'{"trials": [1, 2, 3]}'
+    assert (storage / "searcher-state-1.pkl").read_bytes() == state["searcher-state-1.pkl"]
+    assert (backup / "broken" / "experiment_state-1.json").read_bytes() == b""  # nothing lost
+    assert all(saved_state.loads(p) for p in saved_state.state_files(storage))
+
+
+def test_no_repair_from_a_copy_that_is_not_whole(tmp_path):
+    import json
+
+    from seqdsl.search import saved_state
+    staging, storage, backup = tmp_path / "staging", tmp_path / "tune", tmp_path / "saved"
+    staging.mkdir()
+    storage.mkdir()
+    (staging / "experiment_state-1.json").write_bytes(b'{"a": 1}')
+    (storage / "experiment_state-1.json").write_bytes(b"")
+    assert saved_state.repair(storage, backup) is None  # no copy at all
+    saved_state.snapshot(staging, backup)
+    slot = json.loads((backup / "manifest.json").read_text())["slot"]
+    (backup / slot / "experiment_state-1.json").write_bytes(b'{"a": 2}')  # not what was saved
+    assert saved_state.repair(storage, backup) is None
+    assert (storage / "experiment_state-1.json").read_bytes() == b""

@@ -151,9 +151,17 @@ def resumed(tmp_path_factory):
     os.killpg(p.pid, signal.SIGKILL)  # the driver and the Ray processes it started
     p.wait()
     assert 6 <= len(before) < 26
+    # As a kill while Tune copies its state leaves it (seen: every file empty);
+    # the resume must put back seqdsl's own copy.
+    from seqdsl.search.saved_state import state_files
+    cut = state_files(out / "tune")
+    assert cut
+    for f in cut:
+        f.write_bytes(b"")
     r = subprocess.run([sys.executable, "-m", "seqdsl", "search", "--resume", "--out", out],
                        env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
+    assert "saved state was cut short by the kill; resuming from the copy" in r.stdout
     return out, before, r.stdout
 
 

@@ -28,11 +28,13 @@ from ray.tune import Callback  # noqa: E402
 from ray.tune.search import Searcher  # noqa: E402
 
 from . import leaderboard as L  # noqa: E402
+from . import saved_state  # noqa: E402
 from .strategy import Generator  # noqa: E402
 from .tasks import SearchTask, network_source  # noqa: E402
 from .trial import Budget, retrain_command, train_candidate  # noqa: E402
 
 WORST = 1e9  # Tune's metric for a trial that diverged (JSON has no infinity)
+BACKUP = "tune-saved"  # beside tune/: the last whole copy of its state
 
 
 def trainable(config: dict) -> None:
@@ -106,6 +108,23 @@ def row_of(config: dict, result: dict | None, trial_id: str, error: bool = False
             "finished_at": f"{result.get('finished_at', 0.0):.6f}",
             "history": tuple(config["history"]), "source": config["source"],
             "message": result.get("message", "")}
+
+
+class StateBackup(Callback):
+    """Keeps a copy of Tune's saved state after every step in which a trial
+    changed status (saved_state.py: a kill during Tune's own copy must not
+    lose the search)."""
+
+    def __init__(self, backup: str):
+        self.backup = backup
+        self._statuses = None
+
+    def on_step_end(self, iteration, trials, **info) -> None:
+        statuses = tuple((t.trial_id, t.status) for t in trials)
+        if trials and statuses != self._statuses:
+            self._statuses = statuses
+            saved_state.snapshot(Path(trials[0].storage.experiment_driver_staging_path),
+                                 Path(self.backup))
 
 
 class LeaderboardWriter(Callback):
@@ -185,13 +204,19 @@ def run(out: Path, generator: Generator | None, task: SearchTask, budget: Budget
     path = (out / "tune").resolve()
     trainable_ = tune.with_resources(trainable, {"cpu": 1})
     if resume:
+        saved_at = saved_state.repair(path, out.resolve() / BACKUP)
+        if saved_at is not None:
+            print(f"the search's saved state was cut short by the kill; resuming from the "
+                  f"copy saved at {time.strftime('%H:%M:%S', time.localtime(saved_at))}",
+                  flush=True)
         tuner = tune.Tuner.restore(str(path), trainable_, resume_unfinished=True,
                                    resume_errored=True)
     else:
         searcher = CellSearcher(generator, task, budget, str(out.resolve()))
         run_config = tune.RunConfig(
             name="tune", storage_path=str(out.resolve()), verbose=0,
-            callbacks=[LeaderboardWriter(str(out.resolve()), header, generator.total)])
+            callbacks=[LeaderboardWriter(str(out.resolve()), header, generator.total),
+                       StateBackup(str(out.resolve() / BACKUP))])
         tuner = tune.Tuner(trainable_, tune_config=tune_config(
             searcher, generator.total, scheduler, budget), run_config=run_config)
     grid = tuner.fit()
