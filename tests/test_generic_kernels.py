@@ -40,7 +40,9 @@ def cache_dir(tmp_path, monkeypatch):
 
 
 def _keys(folder: Path) -> list[str]:
-    return [e.key for e in cache.entries(folder)]
+    """The cache's entries, sorted by key (not by last use: two entries used
+    within the file system's time resolution come in either order)."""
+    return sorted(e.key for e in cache.entries(folder))
 
 
 def _assert_matches_the_reference(ct, dtype, hidden, input):
