@@ -94,7 +94,7 @@ class HeadRun:
     def rows(self, lengths: np.ndarray, T: int) -> tuple[np.ndarray, np.ndarray]:
         """(steps, examples) of the rows this head has."""
         if self.per_step:
-            return np.nonzero(np.arange(T)[:, None] < lengths[None, :])
+            return np.nonzero(validate.valid_steps(T, lengths))
         b = np.nonzero(lengths > 0)[0]
         return lengths[b] - 1, b
 

@@ -19,6 +19,7 @@ from ..ir.network import Layer
 from ..ir.tokens import TokenReads, read_tokens
 from .backends import cell_instance
 from .lookup import lookups
+from .validate import valid_steps
 
 
 @dataclass
@@ -88,7 +89,7 @@ class CellLayer:
         if not self.vocabulary:
             return x
         if self.tokens is None:
-            safe = np.where(np.arange(len(x))[:, None] < lengths[None, :], x, 0)
+            safe = np.where(valid_steps(len(x), lengths), x, 0)
             return np.eye(self.vocabulary, dtype=self.cell.dtype)[safe]
         return {k.name: self.token_ops.gather(own[k.weight][:, k.lo:k.hi], x, lengths)
                 for k in self.tokens.lookups}
@@ -124,8 +125,8 @@ class CellLayer:
         for c in self.tokens.columns:
             grads[f"{self.prefix}.{c.weight}"][:, self._cols[c.name]] += g.params[c.name]
         for k in self.tokens.lookups:
-            self.token_ops.add(grads[f"{self.prefix}.{k.weight}"][:, k.lo:k.hi], ids, lengths,
-                      g.inputs[k.name])
+            into = grads[f"{self.prefix}.{k.weight}"][:, k.lo:k.hi]
+            self.token_ops.add(into, ids, lengths, g.inputs[k.name])
 
 
 def _as_slice(cols: tuple[int, ...]):

@@ -13,11 +13,13 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .validate import valid_steps
+
 
 def gather_columns(columns: np.ndarray, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """(T, B, n): the column `ids[t, b]` of `columns` (n, V) at each valid
     step, zero past each example's length."""
-    valid = np.arange(len(ids))[:, None] < lengths[None, :]
+    valid = valid_steps(len(ids), lengths)
     out = columns.T[np.where(valid, ids, 0)]
     out[~valid] = 0
     return out
@@ -27,7 +29,7 @@ def add_by_id(into: np.ndarray, ids: np.ndarray, lengths: np.ndarray,
               values: np.ndarray) -> None:
     """`into[:, i] += values[t, b]` for every valid step whose id is i;
     `into` is (n, V), `values` (T, B, n)."""
-    valid = np.arange(len(ids))[:, None] < lengths[None, :]
+    valid = valid_steps(len(ids), lengths)
     total = np.zeros((into.shape[1], values.shape[2]), values.dtype)
     np.add.at(total, ids[valid], values[valid])
     into += total.T

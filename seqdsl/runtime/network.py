@@ -176,7 +176,7 @@ class Network:
         return a.astype(np.int64)
 
     def _check_ids(self, name, ids, lengths, vocabulary: int) -> None:
-        used = ids[np.arange(len(ids))[:, None] < lengths[None, :]]
+        used = ids[validate.valid_steps(len(ids), lengths)]
         bad = used[(used < 0) | (used >= vocabulary)]
         if bad.size:
             raise SeqError(f"inputs[{name!r}]: token id {int(bad[0])} is outside the "
@@ -242,7 +242,7 @@ class Network:
         out = {}
         for n, (kind, size) in self.inputs.items():
             if kind == "tokens" and n in read:
-                valid = np.arange(len(xs[n]))[:, None] < ls[n][None, :]
+                valid = validate.valid_steps(len(xs[n]), ls[n])
                 out[n] = np.eye(size, dtype=self.dtype)[np.where(valid, xs[n], 0)]
                 out[n][~valid] = 0
         return out

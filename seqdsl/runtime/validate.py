@@ -156,6 +156,11 @@ def lengths(value, T: int, B: int) -> np.ndarray:
     return np.ascontiguousarray(a, np.int64)
 
 
+def valid_steps(T: int, lengths: np.ndarray) -> np.ndarray:
+    """(T, B) booleans: whether step t is one of example b's `lengths[b]`."""
+    return np.arange(T)[:, None] < lengths[None, :]
+
+
 def per_state(arg: str, value, sizes: dict[str, int], B: int, dtype,
               what: str) -> dict[str, np.ndarray]:
     """`state0` or `d_final`: (B, size) per state; any left out are zero. A

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import SeqError
 from ..runtime.network import Network
+from ..runtime.validate import valid_steps
 from . import curve
 from .checkpoint import Checkpoint, copy_checkpoint, save_checkpoint
 from .data import Batch, Example, batch_order, collate
@@ -82,7 +83,7 @@ def network_batch(net: Network, batch: Batch) -> tuple[dict, dict]:
         if kind == "tokens":
             inputs[name] = ids
         else:
-            valid = np.arange(ids.shape[0])[:, None] < batch.lengths[name][None, :]
+            valid = valid_steps(ids.shape[0], batch.lengths[name])
             inputs[name] = np.eye(size, dtype=net.dtype)[ids] * valid[..., None]
     return inputs, batch.lengths
 

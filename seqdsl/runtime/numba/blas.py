@@ -23,9 +23,9 @@ import numpy as np
 
 @lru_cache(maxsize=1)
 def _blas_libraries():
-    """The threadpoolctl controller and the BLAS libraries it found: NumPy's
-    own, and every other (SciPy's, to which Numba binds the kernels'
-    `np.dot`); None where threadpoolctl is missing."""
+    """The BLAS libraries threadpoolctl finds: NumPy's own, and every other
+    (SciPy's, to which Numba binds the kernels' `np.dot`); None where
+    threadpoolctl is missing."""
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:
@@ -33,23 +33,22 @@ def _blas_libraries():
     importlib.import_module("scipy.linalg.cython_blas")  # loaded, so threadpoolctl sees it
     home = os.path.dirname(np.__file__)
     own = (home + os.sep, home + ".libs" + os.sep)
-    ctl = ThreadpoolController()
-    blas = [lib for lib in ctl.lib_controllers if lib.user_api == "blas"]
-    return ctl, [lib for lib in blas if lib.filepath.startswith(own)], \
-        [lib for lib in blas if not lib.filepath.startswith(own)]
+    blas = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+    return ([lib for lib in blas if lib.filepath.startswith(own)],
+            [lib for lib in blas if not lib.filepath.startswith(own)])
 
 
 def numpy_blas() -> list:
     """Controllers of NumPy's own BLAS (empty where threadpoolctl finds none)."""
     found = _blas_libraries()
-    return found[1] if found else []
+    return found[0] if found else []
 
 
 def kernel_blas() -> list:
     """Controllers of the BLAS the compiled kernels call (empty where
     threadpoolctl finds none)."""
     found = _blas_libraries()
-    return found[2] if found else []
+    return found[1] if found else []
 
 
 @contextlib.contextmanager
