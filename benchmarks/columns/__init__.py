@@ -1,0 +1,1 @@
+"""Column-split LSTM kernels, hand-written: see benchmarks/column_steps.py."""
