@@ -5,9 +5,12 @@ keeps its gates' rows of the weights (they stay in its core's cache) and
 its columns of every tape; the threads share only the output state, the
 gate gradients, the input weights' stacking and the barrier.
 
-The barrier spins without yielding: it is for a machine with a core per
-thread and nothing else running (a measurement, not the product)."""
+A thread at the barrier spins, then yields its core between tries: on a
+machine whose cores are busy with other work, a thread that only spins can
+hold the core the thread it waits for needs."""
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
@@ -15,6 +18,12 @@ from seqdsl.runtime.numba.blas import blas_threads
 from seqdsl.runtime.numba.shards import run_each
 
 from .common import GATES, ONE
+
+
+# How many times a thread at the barrier spins (a `pause` each, some 50 ns)
+# before it yields its core between tries; SEQDSL_BENCH_SPINS overrides it
+# (-1: spin only).
+SPINS = int(os.environ.get("SEQDSL_BENCH_SPINS", "1000"))
 
 
 def _kernels():
@@ -54,16 +63,35 @@ def _kernels():
             return context.get_dummy_value()
         return types.void(), codegen
 
+    @intrinsic
+    def sched_yield(typingctx):
+        """The C library's sched_yield (an intrinsic, so the kernels stay cacheable)."""
+        def codegen(context, builder, sig, args):
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []),
+                                                "sched_yield")
+            builder.call(fn, [])
+            return context.get_dummy_value()
+        return types.void(), codegen
+
     jit = dict(nogil=True, cache=True, error_model="numpy")
+
+    spins = SPINS  # a compile-time constant of the kernels
 
     @njit(**jit)
     def barrier(flags, tid, n, gen):
         """Wait until every one of the n threads has passed `gen` (each
-        writes only its own slot, a cache line apart)."""
+        writes only its own slot, a cache line apart): spinning, and after
+        `spins` tries giving its core away between tries (a thread it waits
+        for may be waiting for that core)."""
         store_release(flags, tid * 16, gen)
         for k in range(n):
+            tries = 0
             while load_acquire(flags, k * 16) < gen:
-                pause()
+                if spins < 0 or tries < spins:
+                    pause()
+                    tries += 1
+                else:
+                    sched_yield()
 
     @njit(**jit)
     def own_rows(W, lo, hi, c0, c1):
