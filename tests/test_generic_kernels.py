@@ -72,6 +72,19 @@ def test_the_source_names_no_size():
     assert not numbers & {"13", "11", "52", "24"}, numbers  # H, X, 4H, H+X
 
 
+def test_no_loop_stores_at_run_time_offsets_of_one_array():
+    # LLVM leaves such a loop scalar: the backward step writes the gate
+    # gradients to buffers of their own, then copies each into its block of dY.
+    src = instantiate(library_cells()["LSTM"], 13, 11, dtype=np.float32, backend="numba").source
+    backward = src[src.index("def backward("):]
+    stores = re.findall(r"^( *)dY_a_prev\[_t, _b, ([^\]]*_j)\] = (\w+)", backward, re.M)
+    assert sorted(offset for _, offset, _ in stores) == [
+        "2 * n_H + _j", "3 * n_H + _j", "_j", "n_H + _j"]
+    assert all(value.startswith("y_") for _, _, value in stores)
+    for name in {value for _, _, value in stores}:
+        assert re.search(rf"^ *{name}\[_b, _j\] = d_\w+$", backward, re.M), name
+
+
 def test_one_cell_text_in_two_files_shares_one_entry(cache_dir, tmp_path):
     paths = [tmp_path / "a" / "rnn.seq", tmp_path / "b c" / "copy.seq"]
     for path in paths:

@@ -42,6 +42,10 @@ class Emission:
         """The size of a forward value, as Python (`n_H`)."""
         return self.py.size(self.fwd_vars[name].size)
 
+    def size_of_backward(self, name: str) -> str:
+        """The size of a backward step value, as Python."""
+        return self.py.size(self.plan.backward.graph.vars()[name].size)
+
     def target(self, t: Target) -> str:
         """A store target as a template of the column {j}."""
         column = "{j}" if t.offset is None else plus(self.py.size(t.offset), "{j}")
