@@ -37,14 +37,10 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parent.parent
-T = 100
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+from rnn import T, _data, _timeit, thread_env  # how every benchmark here times and sets threads
 
 
 def model(kind: str, H: int, X: int, threads: int):
@@ -89,24 +85,8 @@ def check(kind: str, threads: int) -> float:
     return max(float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30)) for a, b in pairs)
 
 
-def _timeit(fn, repeats: int) -> list[float]:
-    fn()
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return times
-
-
-def _data(B, X, H):
-    rng = np.random.default_rng(0)
-    return rng.standard_normal((T, B, X)).astype(np.float32)
-
-
 def work(impl: str, B: int, X: int, H: int, repeats: int, threads: int) -> dict:
-    x = _data(B, X, H)
+    x = _data(B, X, H)[0]
     if impl == "torch":
         import torch
         torch.set_num_threads(threads)
@@ -150,9 +130,7 @@ def _run_worker(args: dict, threads: int, layer: str | None, timeout: float = 60
     """`args` measured (or checked) in a new process with every library at
     `threads` threads; a kernel that fails leaves the others spinning at
     their barrier, so the process is given `timeout` seconds."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
-    env.update({v: str(threads) for v in THREAD_VARS})
+    env = thread_env(threads)
     if layer:
         env["NUMBA_THREADING_LAYER"] = layer
     out = subprocess.run([sys.executable, __file__, "--worker", json.dumps(args)],
