@@ -522,14 +522,35 @@ def _versions() -> dict:
 
 
 def _cpu() -> str:
+    """The CPU's name, and the kernels OpenBLAS runs on it."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in open("/proc/cpuinfo"):
             if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+                cpu = line.split(":", 1)[1].strip()
+                break
     except OSError:
         pass
-    return cpu
+    return cpu + _openblas_kernels()
+
+
+def _openblas_kernels() -> str:
+    """Which of OpenBLAS's kernels seqdsl's (and NumPy's) BLAS runs: its own
+    choice for the CPU, or the one OPENBLAS_CORETYPE forces (torch's MKL and
+    oneDNN ignore it). On an AMD EPYC (Zen 5) forced to Haswell, float32
+    GEMM ran at half the speed of OpenBLAS's own choice there (SkylakeX)."""
+    try:
+        import scipy.linalg.cython_blas  # noqa: F401  (loaded, so threadpoolctl sees it)
+        from threadpoolctl import threadpool_info
+        cores = sorted({p.get("architecture") or "?" for p in threadpool_info()
+                        if p.get("internal_api") == "openblas"})
+    except Exception:
+        return ""
+    if not cores:
+        return ""
+    forced = os.environ.get("OPENBLAS_CORETYPE")
+    return f" (OpenBLAS on its {'/'.join(cores)} kernels" + (
+        f", as OPENBLAS_CORETYPE={forced} in the environment asks)" if forced else ")")
 
 
 def _ms(s):

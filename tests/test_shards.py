@@ -35,6 +35,19 @@ def test_a_batch_is_sharded_only_when_every_thread_gets_enough_rows():
     assert on16.plan(100, 1, 2.0 * 4 * 1024 * 2048) == RunPlan(1, 16)
 
 
+def test_a_cell_whose_weights_outgrow_the_caches_is_not_sharded():
+    on2 = Parallelism(2)
+    at_512, at_1024 = 4 * 512 * 1024 * 4, 4 * 1024 * 2048 * 4  # float32 LSTM weights, X = H
+    assert on2.plan(100, 64, 2.0 * 4 * 512 * 1024, at_512) == RunPlan(2, 1)
+    assert on2.plan(100, 32, 2.0 * 4 * 1024 * 2048, at_1024) == RunPlan(1, 2)
+    lstm = instantiate(library_cells()["LSTM"], 1024, 1024, dtype=np.float32, backend="numba")
+    lstm.parallel = on2
+    assert lstm._plan(100, 32) == RunPlan(1, 2)
+    lstm = instantiate(library_cells()["LSTM"], 512, 512, dtype=np.float32, backend="numba")
+    lstm.parallel = on2
+    assert lstm._plan(100, 64) == RunPlan(2, 1)
+
+
 def test_shard_rows_cover_the_batch_in_order_as_equal_as_can_be():
     assert shard_rows(10, 3) == [slice(0, 3), slice(3, 6), slice(6, 10)]
     for B, n in [(7, 7), (9, 2), (100, 16)]:

@@ -62,8 +62,9 @@ class CompiledCell(CellInstance):
         # `parallel` may be replaced (tests force shards at small sizes with it)
         self.parallel = Parallelism(thread_count(threads))
         # the step products' work per row: each weight matrix is applied once a step
-        self._flops_per_row = 2.0 * sum(int(np.prod(s)) for s in self.param_shapes.values()
-                                        if len(s) == 2)
+        weights = sum(int(np.prod(s)) for s in self.param_shapes.values() if len(s) == 2)
+        self._flops_per_row = 2.0 * weights
+        self._weight_bytes = weights * self.dtype.itemsize
         inputs = [n for n, _ in ct.inputs]
         states = [n for n, _ in ct.states]
         self._inputs_order, self._states_order = inputs, states
@@ -78,6 +79,9 @@ class CompiledCell(CellInstance):
         # shares one entry.
         key = cache_key(self.dtype.name, self.source)
         self.loaded: Loaded = load_module(self.source, key, self._signatures())
+
+    def _plan(self, T: int, B: int):
+        return self.parallel.plan(T, B, self._flops_per_row, self._weight_bytes)
 
     def _signatures(self) -> dict[str, str]:
         """Numba signatures of the generated functions (C-contiguous arrays)."""
@@ -102,7 +106,7 @@ class CompiledCell(CellInstance):
             final = {n: v.copy() for n, v in s0.items()}
             return Result(out, final, Trace(xs, lengths, s0, [], self.origin))
         _reuse_freed_memory()
-        plan = self.parallel.plan(T, B, self._flops_per_row)
+        plan = self._plan(T, B)
         with blas_threads(plan.blas_threads):
             if plan.shards > 1:
                 return self._forward_shards(p, xs, T, B, lengths, s0,
@@ -172,7 +176,7 @@ class CompiledCell(CellInstance):
         if tr.tape and isinstance(tr.tape[0], Shard):
             with blas_threads(1):
                 return self._backward_shards(p, tr, dout, d_final)
-        plan = self.parallel.plan(T, B, self._flops_per_row)
+        plan = self._plan(T, B)
         with blas_threads(plan.blas_threads):
             res = self._run_backward(p, dout, [d_final[n] for n in self._states_order],
                                      tr.lengths, [tr.x[n] for n in self._inputs_order], tr.tape)

@@ -10,10 +10,11 @@ B = 32, and BLAS threads inside the step products leave every elementwise
 loop, copy and tape write on one core.
 
 A batch too small to give every thread enough rows is not sharded: its
-step products run on BLAS's threads, the rest on the calling thread.
-`Parallelism.plan` decides from measured thresholds, and also how many BLAS
-threads an unsharded run's products may use (small products on several
-threads wait for sleeping BLAS threads to wake).
+step products run on BLAS's threads, the rest on the calling thread. Nor
+is a cell whose weights outgrow the caches: every shard would stream them
+all each step. `Parallelism.plan` decides from measured thresholds, and
+also how many BLAS threads an unsharded run's products may use (small
+products on several threads wait for sleeping BLAS threads to wake).
 """
 from __future__ import annotations
 
@@ -37,6 +38,15 @@ from ...errors import SeqError
 # rows or more, and the shard enough product work to pay for its thread.
 MIN_SHARD_ROWS = 16
 MIN_SHARD_FLOPS = 5e7
+# Each shard streams all of the cell's weights through its core every step;
+# one product on every BLAS thread streams each part of them once. Past the
+# caches that decides it: on 2 cores (an AMD EPYC, 2 MiB of L2 a core,
+# 32 MiB of L3), LSTM forward+backward, T = 100, float32, 2 shards against
+# one unsharded run: 931 against 788 ms at (32, 1024, 1024) (32 MiB of
+# weights), 993 against 877 ms at (64, 1024, 1024), while at 8 MiB
+# ((64, 512, 512), (256, 512, 512)) the shards won, 376 against 392 ms and
+# 1541 against 1610. On 16 cores every split lost at (32, 1024, 1024).
+MAX_SHARD_WEIGHT_BYTES = 16 << 20
 # An unsharded step whose products do less work than this runs them on one
 # BLAS thread: on 2 cores, B=1, H=64 took 16 ms a forward with two (whole
 # scheduler ticks waiting for the second thread) against 0.5 ms with one.
@@ -96,13 +106,16 @@ class Parallelism:
     min_flops: float = MIN_SHARD_FLOPS
     min_shards: int | None = None
     small_step_flops: float = SMALL_STEP_FLOPS
+    max_weight_bytes: float = MAX_SHARD_WEIGHT_BYTES
 
-    def plan(self, T: int, B: int, flops_per_row: float) -> RunPlan:
+    def plan(self, T: int, B: int, flops_per_row: float, weight_bytes: float = 0) -> RunPlan:
         """The plan of a run over T steps of B rows whose step products do
-        `flops_per_row` floating-point operations per row."""
+        `flops_per_row` floating-point operations per row with
+        `weight_bytes` of weights."""
         shards = min(self.threads, B // max(self.min_rows, 1))
         wanted = self.threads if self.min_shards is None else self.min_shards
-        if shards >= max(wanted, 2) and T * (B // shards) * flops_per_row >= self.min_flops:
+        if shards >= max(wanted, 2) and T * (B // shards) * flops_per_row >= self.min_flops \
+                and weight_bytes <= self.max_weight_bytes:
             return RunPlan(shards, 1)
         small = B * flops_per_row < self.small_step_flops
         return RunPlan(1, 1 if small else self.threads)
