@@ -15,10 +15,20 @@ from numba import njit, types
 from scipy.special import expit
 
 from seqdsl.runtime.numba import activations
-from seqdsl.runtime.numba.activations import MAX_RELATIVE_ERROR, sigmoid, sigmoid_array, tanh, tanh_array
+from seqdsl.runtime.numba.activations import (MAX_RELATIVE_ERROR, exp, exp_array, sigmoid,
+                                              sigmoid_array, tanh, tanh_array)
 
 DTYPES = [np.float32, np.float64]
-FUNCS = {"sigmoid": (sigmoid_array, expit), "tanh": (tanh_array, np.tanh)}
+FUNCS = {"sigmoid": (sigmoid_array, expit), "tanh": (tanh_array, np.tanh),
+         "exp": (exp_array, np.exp)}
+
+
+def finite_domain(name, x):
+    """The inputs whose result is a finite number of x's dtype: exp's below
+    the log of the largest float (with a margin, where rounding decides)."""
+    if name != "exp":
+        return x
+    return x[x < np.log(float(np.finfo(x.dtype).max)) - 1e-3]
 
 
 def reference(name, x):
@@ -42,6 +52,7 @@ def check_accuracy(name, x):
     """Assert the documented error bounds (`MAX_RELATIVE_ERROR` where the
     true value is a normal number, one subnormal step below that); return
     (max abs, max rel) error."""
+    x = finite_domain(name, x)
     y, ref = evaluate(name, x), reference(name, x)
     fi = np.finfo(x.dtype)
     err = np.abs(y.astype(ref.dtype) - ref)
@@ -50,7 +61,7 @@ def check_accuracy(name, x):
     rel = err[normal] / mag[normal]
     assert rel.max(initial=0) <= MAX_RELATIVE_ERROR[x.dtype], x[normal][np.argmax(rel)]
     assert err[~normal].max(initial=0) <= fi.smallest_subnormal, x[~normal][np.argmax(err[~normal])]
-    return float(err.max()), float(rel.max(initial=0))
+    return float(err.max(initial=0)), float(rel.max(initial=0))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -94,7 +105,7 @@ def test_float32_dense_grid(name):
 def test_float64_dense_grid(name):
     # Covers the sigmoid underflow region (true value down to ~1e-324).
     x = np.linspace(-750, 50, 2**20 + 1) if name == "sigmoid" else \
-        np.linspace(-25, 25, 2**20 + 1)
+        np.linspace(-750, 710, 2**20 + 1) if name == "exp" else np.linspace(-25, 25, 2**20 + 1)
     check_accuracy(name, x)
 
 
@@ -111,6 +122,9 @@ def test_subnormal_and_tiny_inputs(name, dtype):
     x = np.geomspace(float(fi.smallest_subnormal), 1e-3, 2000).astype(dtype)
     x = np.concatenate([x, -x])
     check_accuracy(name, x)
+    if name == "exp":  # exp(x) ~ 1 + x: to the last bit near 0
+        np.testing.assert_allclose(evaluate(name, x), np.exp(x.astype(np.float64)),
+                                   rtol=fi.eps, atol=0)
     if name == "tanh":  # relative accuracy near 0: tanh(x) ~ x
         y = evaluate(name, x)
         tiny = np.abs(x) < np.sqrt(fi.eps)  # x**3/3 is below half an ulp
@@ -147,6 +161,22 @@ def test_saturation_and_special_values(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_exp_overflows_to_inf_and_underflows_to_zero(dtype):
+    fi = np.finfo(dtype)
+    top = np.log(float(fi.max))
+    x = np.array([np.inf, -np.inf, np.nan, 0.0, -0.0, top + 0.01, 1e4, fi.max, -1e4, -fi.max,
+                  1.0], dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = exp_array(x)
+    np.testing.assert_array_equal(y[:10], [np.inf, 0, np.nan, 1, 1, np.inf, np.inf, np.inf, 0, 0])
+    assert y[10] == pytest.approx(np.e, rel=MAX_RELATIVE_ERROR[np.dtype(dtype)])
+    # the subnormal range underflows gradually: halving the result each ln 2
+    tiny = exp_array(np.array([np.log(float(fi.smallest_subnormal)) + 2.5], dtype))[0]
+    assert 0 < tiny < fi.tiny
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_symmetries(dtype):
     x = np.concatenate([np.linspace(0, 40, 100_001, dtype=dtype),
                         np.abs(log_grid(dtype, 5000))])
@@ -160,15 +190,15 @@ def test_symmetries(dtype):
 def test_scalar_calls_from_njit_keep_dtype():
     @njit
     def both(x):
-        return sigmoid(x) + tanh(x)  # float32 + float32 stays float32
+        return sigmoid(x) + tanh(x) + exp(x)  # float32 + float32 stays float32
 
     for dtype, nbtype in [(np.float32, types.float32),
                           (np.float64, types.float64)]:
         value = both(dtype(0.75))
         sig = [s for s in both.nopython_signatures if s.args[0] == nbtype][0]
         assert sig.return_type == nbtype
-        assert abs(value - (expit(0.75) + np.tanh(0.75))) < 1e-6
-    for fn in (sigmoid, tanh):  # the kernels' own specialisations
+        assert abs(value - (expit(0.75) + np.tanh(0.75) + np.exp(0.75))) < 1e-6
+    for fn in (sigmoid, tanh, exp):  # the kernels' own specialisations
         for s in fn.nopython_signatures:
             assert s.return_type == s.args[0]
 
@@ -178,6 +208,7 @@ def test_array_helpers_shapes_and_layouts():
     for b in (a, a[:, ::2], np.asfortranarray(a), a.T):
         np.testing.assert_allclose(tanh_array(b), np.tanh(b), atol=5e-7)
         np.testing.assert_allclose(sigmoid_array(b), expit(b), atol=5e-7)
+        np.testing.assert_allclose(exp_array(b), np.exp(b), rtol=5e-7)
         assert tanh_array(b).shape == b.shape
 
 
@@ -185,7 +216,7 @@ def test_loop_is_vectorised():
     @njit
     def apply(a, out):
         for i in range(a.size):
-            out[i] = sigmoid(a[i]) * tanh(a[i])
+            out[i] = sigmoid(a[i]) * tanh(a[i]) + exp(a[i])
 
     a = np.linspace(-5, 5, 64, dtype=np.float32)
     apply(a, np.empty_like(a))

@@ -141,11 +141,12 @@ def test_feature_wise_ops_compiled_equal_interpreter(log, tmp_path, monkeypatch)
 def _kernel(ops, dtype):
     """One Numba function writing each op's generated expression per entry."""
     from numba import njit
-    from seqdsl.runtime.numba.activations import sigmoid, tanh
+    from seqdsl.runtime.numba.activations import exp, sigmoid, tanh
     lines = ["def kernel(x, y, out):", "    for i in range(x.shape[0]):"]
     for k, op in enumerate(ops):
         lines.append(f"        out[{k}, i] = {op.code(['x[i]', 'y[i]'][:op.arity])}")
-    scope = {"np": np, "sigmoid": sigmoid, "tanh": tanh, "K0": dtype(0), "K1": dtype(1)}
+    scope = {"np": np, "exp": exp, "sigmoid": sigmoid, "tanh": tanh, "K0": dtype(0),
+             "K1": dtype(1)}
     exec("\n".join(lines), scope)
     return njit(error_model="numpy")(scope["kernel"])
 

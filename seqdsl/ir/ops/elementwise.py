@@ -71,8 +71,9 @@ ENTRIES = [
     elementwise("relu", 1, "max(x, 0)", lambda x: np.maximum(x, 0),
                 lambda b, e, g: [b.elementwise("mul", g, b.elementwise("step", e.args[0]))],
                 "max({0}, K0)"),
+    # seqdsl's exp, not NumPy's: a loop calling np.exp (a libm call) stays scalar
     elementwise("exp", 1, "e^x", np.exp, lambda b, e, g: [b.elementwise("mul", g, e.out)],
-                "np.exp({0})"),
+                "exp({0})"),
     elementwise("log", 1, "natural logarithm", np.log,
                 lambda b, e, g: [b.elementwise("div", g, e.args[0])], "np.log({0})"),
     elementwise("softplus", 1, "log(1 + e^x), without overflow", _softplus,

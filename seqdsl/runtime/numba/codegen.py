@@ -34,7 +34,7 @@ from ...ir.ops import OPS, Accumulate, Row, Scalar
 # name from the spec never becomes one of these. The scratch values of an
 # op's row code are named in its registry entry.
 GENERATOR_NAMES = frozenset({
-    "np", "DT", "njit", "sigmoid", "tanh", "dot", "dot_into", "copy_block", "copy_block_t",
+    "np", "DT", "njit", "exp", "sigmoid", "tanh", "dot", "dot_into", "copy_block", "copy_block_t",
     "empty", "zeros", "shortest",
     "forward", "backward", "lengths", "out", "dout",
     "dS", "run", "_T", "_B", "_t", "_b", "_j", "_k", "_i", "_i0", "_c",
