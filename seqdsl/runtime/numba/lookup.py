@@ -27,15 +27,36 @@ def _gather(columns, ids, lengths, out):
 
 
 @njit(**_JIT)
-def _sum_by_id(ids, lengths, values, out):
+def _add_by_id(into, ids, lengths, values):
+    """Each used id's values summed in a compact row of its own, then added
+    to its column of `into`, a row of `into` at a time in the order of the
+    ids: `into` is a block of columns of a weight's gradient, (n, V), and a
+    vocabulary of 10,000 made the former way (a dense (V, n) sum added
+    transposed) 1.7 ms a call against a step's 1 ms of LSTM. The sums are
+    made in the same order as before (steps, then examples)."""
     T, B = ids.shape
     n = values.shape[2]
+    slot = np.full(into.shape[1], -1, np.int64)
+    used = np.empty(T * B, np.int64)
+    m = 0
+    for t in range(T):
+        for b in range(B):
+            if t < lengths[b] and slot[ids[t, b]] < 0:
+                slot[ids[t, b]] = m
+                used[m] = ids[t, b]
+                m += 1
+    total = np.zeros((m, n), values.dtype)
     for t in range(T):
         for b in range(B):
             if t < lengths[b]:
-                i = ids[t, b]
+                s = slot[ids[t, b]]
                 for k in range(n):
-                    out[i, k] += values[t, b, k]
+                    total[s, k] += values[t, b, k]
+    order = np.argsort(used[:m])
+    for k in range(n):
+        for j in range(m):
+            s = order[j]
+            into[k, used[s]] += total[s, k]
 
 
 def gather_columns(columns: np.ndarray, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -47,6 +68,4 @@ def gather_columns(columns: np.ndarray, ids: np.ndarray, lengths: np.ndarray) ->
 
 def add_by_id(into: np.ndarray, ids: np.ndarray, lengths: np.ndarray,
               values: np.ndarray) -> None:
-    total = np.zeros((into.shape[1], values.shape[2]), values.dtype)
-    _sum_by_id(ids, lengths, np.ascontiguousarray(values), total)
-    into += total.T
+    _add_by_id(into, ids, lengths, np.ascontiguousarray(values))
