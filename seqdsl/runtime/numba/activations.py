@@ -219,33 +219,27 @@ def exp(x):
 # Array helpers
 # --------------------------------------------------------------------------
 @njit(cache=True)
-def sigmoid_array(a):
-    """Element-wise :func:`sigmoid` of a float32/float64 array (new array,
-    same shape and dtype)."""
+def _apply(a, which):
+    """``which`` (0: sigmoid, 1: tanh, 2: exp) of every element of a
+    float32/float64 array (new array, same shape and dtype)."""
     src = a.ravel()  # C-order view (or copy if a is not C-contiguous)
     out = np.empty(src.size, a.dtype)
     for i in range(src.size):
-        out[i] = sigmoid(src[i])
+        x = src[i]
+        out[i] = sigmoid(x) if which == 0 else tanh(x) if which == 1 else exp(x)
     return out.reshape(a.shape)
 
 
-@njit(cache=True)
+def sigmoid_array(a):
+    """Element-wise :func:`sigmoid` of a float32/float64 array."""
+    return _apply(a, 0)
+
+
 def tanh_array(a):
-    """Element-wise :func:`tanh` of a float32/float64 array (new array,
-    same shape and dtype)."""
-    src = a.ravel()
-    out = np.empty(src.size, a.dtype)
-    for i in range(src.size):
-        out[i] = tanh(src[i])
-    return out.reshape(a.shape)
+    """Element-wise :func:`tanh` of a float32/float64 array."""
+    return _apply(a, 1)
 
 
-@njit(cache=True)
 def exp_array(a):
-    """Element-wise :func:`exp` of a float32/float64 array (new array,
-    same shape and dtype)."""
-    src = a.ravel()
-    out = np.empty(src.size, a.dtype)
-    for i in range(src.size):
-        out[i] = exp(src[i])
-    return out.reshape(a.shape)
+    """Element-wise :func:`exp` of a float32/float64 array."""
+    return _apply(a, 2)
