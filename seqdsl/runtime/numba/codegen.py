@@ -33,8 +33,11 @@ from ...ir.ops import OPS, Accumulate, Row, Scalar
 # positionally, and the loop indices and scratch values of the step code. A
 # name from the spec never becomes one of these. The scratch values of an
 # op's row code are named in its registry entry.
+# The scalar functions of activations.py every generated module imports.
+ACTIVATIONS = ("exp", "sigmoid", "tanh")
+ACTIVATIONS_IMPORT = f"from seqdsl.runtime.numba.activations import {', '.join(ACTIVATIONS)}"
 GENERATOR_NAMES = frozenset({
-    "np", "DT", "njit", "exp", "sigmoid", "tanh", "dot", "dot_into", "copy_block", "copy_block_t",
+    "np", "DT", "njit", *ACTIVATIONS, "dot", "dot_into", "copy_block", "copy_block_t",
     "empty", "zeros", "shortest",
     "forward", "backward", "lengths", "out", "dout",
     "dS", "run", "_T", "_B", "_t", "_b", "_j", "_k", "_i", "_i0", "_c",
@@ -221,6 +224,12 @@ class StepCode:
         self.stage_of: dict[str, int] = {}
         # Arguments written out by the caller (product slices), or None for the default.
         self.args_of = lambda e, local: None
+
+    def use_stages(self, stages: list[Stage]) -> None:
+        """Write `stages` as given (ordered elsewhere), each value known by
+        the stage that computes it."""
+        self.stages = stages
+        self.stage_of = {e.out.name: i for i, st in enumerate(stages) for e in st.eqns}
 
     def const(self, value: float) -> str:
         if value not in self.consts:

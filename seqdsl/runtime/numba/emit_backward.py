@@ -112,10 +112,9 @@ def _stage_stacked_stores(em: Emission, code: StepCode) -> list[str]:
         stages.append(st)
         made = [st.var.name] if st.kind == "store" else [e.out.name for e in st.eqns]
         copies = [n for n in made if n in staged]
-        if copies and st.kind != "gemm":
+        if copies and st.kind != "gemm":  # a "gemm" stage's lines are written as given
             stages.append(Stage("gemm", lines=_copy_lines(em, copies, staged)))
-    code.stages = stages
-    code.stage_of = {e.out.name: i for i, st in enumerate(stages) for e in st.eqns}
+    code.use_stages(stages)
     return list(staged)
 
 
