@@ -52,20 +52,27 @@ def _check_code(op, e) -> None:
     """The Numba code parses, and row code uses only the scratch names it
     declares; its sizes are run-time values, written by the `size` it is given
     (here over a variable `n9`), never numbers of its own."""
-    args = [f"a{i}[_b, {{j}}]" for i in range(len(e.args))]
     if isinstance(op.code, Scalar):
-        ast.parse(op.code([a.format(j="_j") for a in args]), mode="eval")
+        ast.parse(_code(op, e), mode="eval")
     elif isinstance(op.code, Row):
-        e = _symbolic(e)
-        source = "\n".join(op.code.write(e, "out[_b, {j}]", args, lambda v: "K9",
-                                          lambda s: size_code(s, lambda k: "n9")))
+        source = _code(op, e)
         names = {n.id for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Name)}
         # exp: seqdsl's, which every generated module imports (activations.py)
         allowed = set(op.code.scratch) | {"_k", "_b", "np", "exp", "max", "min", "range", "out",
                                           "K0", "K1", "K9", "DT", "n9"} | {f"a{i}" for i in
-                                                                           range(len(args))}
+                                                                           range(len(e.args))}
         assert names <= allowed, names - allowed
         assert set(op.code.scratch) <= GENERATOR_NAMES
+
+
+def _code(op, e) -> str:
+    """The Numba code of `e`'s op over arguments `a0`, `a1`...: an expression
+    at `_j` (a Scalar), or the lines of a row (a Row, over symbolic sizes)."""
+    args = [f"a{i}[_b, {{j}}]" for i in range(len(e.args))]
+    if isinstance(op.code, Scalar):
+        return op.code([a.format(j="_j") for a in args])
+    return "\n".join(op.code.write(_symbolic(e), "out[_b, {j}]", args, lambda v: "K9",
+                                   lambda s: size_code(s, lambda k: "n9")))
 
 
 def _symbolic(e):
@@ -203,3 +210,14 @@ def test_the_registry_imports_nothing_downstream():
                 continue
             for name in names:
                 assert not name.startswith(("numba", "lark", "...", "seqdsl")), (path.name, name)
+
+
+@pytest.mark.parametrize("name", ["exp", "softmax", "log_softmax", "log_softmax_vjp"])
+def test_exponentials_call_the_vectorised_exp(name):
+    """A loop calling NumPy's exp (a libm call) stays scalar; these ops' code
+    calls activations.py's, which LLVM vectorises (test_activations.py)."""
+    (e,) = sample_graph(name).eqns
+    source = _code(OPS[name], e)
+    calls = [n.func for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Call)]
+    assert any(isinstance(f, ast.Name) and f.id == "exp" for f in calls), source
+    assert not any(isinstance(f, ast.Attribute) and f.attr == "exp" for f in calls), source
