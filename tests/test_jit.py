@@ -203,3 +203,15 @@ def test_a_large_weight_is_applied_in_blocks_of_rows(monkeypatch):
     assert eval(rows, {"ST_a_prev": np.empty((16, 4))}) == 6
     worst = compare(ct, np.float64)
     assert max(worst.values()) < TOL[np.float64], worst
+
+
+@pytest.mark.parametrize("rows, cols", [(1, 5), (9, 33), (16, 1024), (20, 1030), (32, 8),
+                                        (33, 517), (40, 12), (64, 2048), (37, 1027)])
+def test_transpose_into_copies_every_entry_in_each_loop_order(rows, cols):
+    # row by row, blocks of 8 and blocks of 16 columns, with and without a tail
+    from seqdsl.runtime.numba.library import transpose_into
+    for dtype in (np.float32, np.float64):
+        src = np.arange(rows * cols, dtype=dtype).reshape(cols, rows)
+        dst = np.full((rows, cols), np.nan, dtype)
+        transpose_into(src, dst)
+        np.testing.assert_array_equal(dst, src.T)

@@ -36,9 +36,12 @@ from ...ir.ops import OPS, Accumulate, Row, Scalar
 # The scalar functions of activations.py every generated module imports.
 ACTIVATIONS = ("exp", "sigmoid", "tanh")
 ACTIVATIONS_IMPORT = f"from seqdsl.runtime.numba.activations import {', '.join(ACTIVATIONS)}"
+# The products, copies and allocation of library.py every generated module imports.
+LIBRARY = ("copy_block", "copy_block_t", "dot", "dot_into", "empty", "shortest",
+           "transpose_into", "zeros")
+LIBRARY_IMPORT = f"from seqdsl.runtime.numba.library import {', '.join(LIBRARY)}"
 GENERATOR_NAMES = frozenset({
-    "np", "DT", "njit", *ACTIVATIONS, "dot", "dot_into", "copy_block", "copy_block_t",
-    "empty", "zeros", "shortest",
+    "np", "DT", "njit", *ACTIVATIONS, *LIBRARY,
     "forward", "backward", "lengths", "out", "dout",
     "dS", "run", "_T", "_B", "_t", "_b", "_j", "_k", "_i", "_i0", "_c",
 }) | frozenset(n for op in OPS.values() if isinstance(op.code, Row) for n in op.code.scratch)

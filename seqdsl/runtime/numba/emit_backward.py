@@ -80,7 +80,7 @@ def _product(em: Emission, g: Group) -> list[str]:
             "# batch of some size, made transposed (faster in OpenBLAS) and laid out back",
             f"if _B >= {em.plan.transposed_from_batch}:",
             f"    dot_into({py.role('S_', op)}, {_dy(em, op)}[_t].T, {dpt})",
-            *("    " + line for line in transpose(dpt, dp, py.size(g.size))),
+            *("    " + line for line in transpose(dpt, dp)),
             "else:",
             f"    dot_into({_dy(em, op)}[_t], {py.role('ST_', op)}, {dp})"]
 

@@ -60,7 +60,7 @@ def _product(em: Emission, g: Group) -> list[str]:
             "# out batch-major",
             f"for _c in range(0, {py.size(g.width)}, {rows}):",
             f"    dot_into({st}[_c:_c + {rows}], {arr}.T, {pt}[_c:_c + {rows}])",
-            *transpose(pt, py.role("P_", op), py.size(g.width))]
+            *transpose(pt, py.role("P_", op))]
 
 
 def _block_rows(em: Emission) -> None:

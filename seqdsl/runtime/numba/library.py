@@ -74,3 +74,44 @@ def copy_block_t(dst, src, r, c, rows, cols, sr, sc, add):
                     dst[r + i, c + k] += src[sr + k, sc + i]
                 else:
                     dst[r + i, c + k] = src[sr + k, sc + i]
+
+
+@njit(**_JIT)
+def transpose_into(src, dst):
+    """dst[b, k] = src[k, b]: a step product made transposed, laid out
+    batch-major. The loop order follows the shape, as measured (float32,
+    one thread, AMD Zen 5): row by row of dst below 16 rows (or 32 for
+    narrow products); else blocks of 8 columns of dst, or for a wide dst
+    (1024 columns or more, whose rows lie a multiple of 4 KiB apart and
+    share cache sets) blocks of 16, so each line is written whole. At
+    (32 rows, 512): 8.7 µs row by row, 2.7 in blocks of 8; at (128, 2048):
+    241 µs, 82 in blocks of 16."""
+    rows, cols = dst.shape
+    if rows >= 16 and cols >= 1024:
+        _transpose_blocks(src, dst, 16)
+    elif rows >= 32:
+        _transpose_blocks(src, dst, 8)
+    else:
+        for b in range(rows):
+            for k in range(cols):
+                dst[b, k] = src[k, b]
+
+
+@njit(**_JIT)
+def _transpose_blocks(src, dst, width):
+    rows, cols = dst.shape
+    whole = cols - cols % width
+    # a literal trip count (8 or 16) lets LLVM unroll and vectorise the block
+    if width == 16:
+        for k0 in range(0, whole, 16):
+            for b in range(rows):
+                for k in range(16):
+                    dst[b, k0 + k] = src[k0 + k, b]
+    else:
+        for k0 in range(0, whole, 8):
+            for b in range(rows):
+                for k in range(8):
+                    dst[b, k0 + k] = src[k0 + k, b]
+    for b in range(rows):
+        for k in range(whole, cols):
+            dst[b, k] = src[k, b]
