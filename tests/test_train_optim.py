@@ -290,6 +290,29 @@ def test_a_strided_parameter_is_updated_in_place(name):
     np.testing.assert_array_equal(whole[:, 1::2], before[:, 1::2])  # the rest untouched
 
 
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_parameters_of_two_dtypes_update_together_as_each_alone(name):
+    # one compiled call per dtype updates all its parameters: each gets its own
+    # gradient and slots, in its own dtype, strided or not
+    rng = np.random.default_rng(6)
+    shapes = {"a": ((3, 4), np.float32), "b": ((5,), np.float64), "c": ((2, 3), np.float32),
+              "d": ((4, 2), np.float64), "e": ((7,), np.float32)}
+    params = {k: rng.standard_normal(s).astype(t) for k, (s, t) in shapes.items()}
+    params["c"] = np.asfortranarray(params["c"])  # not C-contiguous
+    alone = {k: v.copy() for k, v in params.items()}
+    together, each = make_optimizer(name, 0.01), {k: make_optimizer(name, 0.01) for k in params}
+    for _ in range(3):
+        grads = {k: rng.standard_normal(v.shape).astype(v.dtype) for k, v in params.items()}
+        together.step(params, grads)
+        for k in params:
+            each[k].step({k: alone[k]}, {k: grads[k]})
+    for k, v in params.items():
+        assert v.dtype == shapes[k][1] and v.tobytes() == np.ascontiguousarray(alone[k]).tobytes()
+    for slot in together.SLOTS:
+        for k in params:
+            assert together.slots[slot][k].tobytes() == each[k].slots[slot][k].tobytes()
+
+
 def test_a_float64_gradient_of_a_float32_parameter_is_rounded_first():
     p32 = np.ones(4, np.float32)
     g = np.array([0.1, 1e-9, 3.0, -2.5])

@@ -122,10 +122,20 @@ class HeadRun:
         return g.graph, bwd.graph
 
     def _loss_rows(self, loss: str) -> tuple[RowGraph, RowGraph]:
+        return self._loss_run(loss)[:2]
+
+    def _loss_run(self, loss: str) -> tuple[RowGraph, RowGraph, list[str], list[str]]:
+        """The loss's row graph, its backward, and what each run must give:
+        the loss terms and the forward values the backward reads; the
+        gradients of the head's inputs and parameters."""
         if loss not in self._losses:
             g = loss_graph(self._rows.symbolic, loss)
             bwd = derive_backward(g)
-            self._losses[loss] = tuple(RowGraph(specialise(x, self.sizes), x) for x in (g, bwd))
+            made = {e.out.name for e in g.eqns}
+            self._losses[loss] = (
+                *(RowGraph(specialise(x, self.sizes), x) for x in (g, bwd)),
+                [g.outputs[0].name] + [v.name for v in bwd.inputs if v.name in made],
+                [f"d_{n}" for n in self.reads + self.params])
         return self._losses[loss]
 
     def loss_and_grad(self, params, sequences, lengths, T, B, target, mask, loss, reduction):
@@ -135,20 +145,17 @@ class HeadRun:
         t, b = self.rows(lengths, T)
         dense, keep = self.targets(target, mask, t, b, T, B, loss)
         t, b = t[keep], b[keep]
-        g_rows, bwd_rows = self._loss_rows(loss)
-        g, bwd = g_rows.graph, bwd_rows.graph
+        g_rows, bwd_rows, made, wanted = self._loss_run(loss)
+        g = g_rows.graph
         env = self._env(params, sequences, t, b)
         env[g.inputs[-1].name] = dense
-        # The loss terms, and the forward values the backward reads.
-        made = {e.out.name for e in g.eqns}
-        env = self.run(g_rows, env, len(t), [g.outputs[0].name] + [
-            v.name for v in bwd.inputs if v.name in made])
+        env = self.run(g_rows, env, len(t), made)
         terms = env[g.outputs[0].name]
         count = len(t) * (1 if loss == "cross_entropy" else self.size)
         weight = 1.0 / count if reduction == "mean" and count else 1.0
         value = float(terms.sum()) * weight
         env[f"d_{g.outputs[0].name}"] = np.full(terms.shape, weight, self.dtype)
-        env = self.run(bwd_rows, env, len(t), [f"d_{n}" for n in self.reads + self.params])
+        env = self.run(bwd_rows, env, len(t), wanted)
         d_reads = {n: ((t, b), env[f"d_{n}"]) for n in self.reads}
         return value, d_reads, {n: env[f"d_{n}"] for n in self.params}
 

@@ -77,11 +77,13 @@ class CellLayer:
 
     def _own(self, params) -> dict[str, np.ndarray]:
         """The runner's parameters: the cell's own, or the columns of its
-        weights that the lookups leave."""
+        weights that the lookups leave (copied contiguous once, for both
+        the forward and the backward run, which would each copy them)."""
         own = {n: params[k] for k, n in self.names.items()}
         if self.tokens is None:
             return own
-        own.update((c.name, own[c.weight][:, self._cols[c.name]]) for c in self.tokens.columns)
+        own.update((c.name, np.ascontiguousarray(own[c.weight][:, self._cols[c.name]]))
+                   for c in self.tokens.columns)
         return {n: own[n] for n in self.runner.param_shapes}
 
     def _input(self, own, x, lengths):
@@ -99,14 +101,15 @@ class CellLayer:
         if state0 is None and self.init:
             state0 = run.finals[self.init]
         own = {n: params[k] for k, n in self.names.items()}
-        r = self.runner.forward(self._own(params), self._input(own, x, lengths), lengths, state0)
+        runner_params = self._own(params)
+        r = self.runner.forward(runner_params, self._input(own, x, lengths), lengths, state0)
         run.finals[self.prefix] = r.final
-        run.records[self.prefix] = (r, x)
+        run.records[self.prefix] = (r, x, runner_params)
         return r.outputs
 
     def backward(self, params, d_out, lengths, run: Run, grads) -> np.ndarray | None:
-        r, x = run.records[self.prefix]
-        g = self.runner.backward(self._own(params), r, d_out, run.d_finals.get(self.prefix))
+        r, x, runner_params = run.records[self.prefix]  # the parameters the forward ran with
+        g = self.runner.backward(runner_params, r, d_out, run.d_finals.get(self.prefix))
         for k, n in self.names.items():
             if n in g.params:
                 grads[k] += g.params[n]

@@ -24,7 +24,8 @@ class Optimizer:
 
     A subclass names its slots (`SLOTS`, e.g. ("m", "v")), its scalar
     hyperparameters (`SCALARS`) and its compiled update (`KERNEL`, a function
-    of updates.py), and gives that update's scalars (`_scalars`).
+    of updates.py, called once a step for each dtype of the parameters), and
+    gives that update's scalars (`_scalars`).
     """
 
     name = "optimizer"
@@ -43,6 +44,8 @@ class Optimizer:
         _same_names(params, grads)
         self.t += 1
         update = getattr(updates, self.KERNEL)
+        by_dtype: dict[np.dtype, list] = {}  # each dtype's (flat p, flat g, *slots) lists
+        written_back = []  # (parameter, its flat copy) for parameters that are not contiguous
         for name, p in params.items():
             if not (isinstance(p, np.ndarray) and p.dtype.kind == "f" and p.flags.writeable):
                 raise SeqError(f"parameter {name}: expected a writeable floating-point array, "
@@ -51,12 +54,22 @@ class Optimizer:
             if g.shape != p.shape:
                 raise SeqError(f"the gradient of {name} has shape {g.shape}, the parameter "
                                f"{p.shape}")
-            slots = [self._slot(s, name, p) for s in self.SLOTS]
-            strided = not p.flags.c_contiguous  # updated in a flat copy, then written back
-            flat = updates.flat(p, p.dtype) if strided else p.reshape(-1)
-            update(flat, updates.flat(g, p.dtype), *slots, *self._scalars(p.dtype.type))
-            if strided:
-                p[...] = flat.reshape(p.shape)
+            if p.flags.c_contiguous:
+                flat = p.reshape(-1)
+            else:  # updated in a flat copy, then written back
+                flat = updates.flat(p, p.dtype)
+                written_back.append((p, flat))
+            arrays = by_dtype.get(p.dtype)
+            if arrays is None:
+                arrays = by_dtype[p.dtype] = [[] for _ in range(2 + len(self.SLOTS))]
+            arrays[0].append(flat)
+            arrays[1].append(updates.flat(g, p.dtype))
+            for into, slot in zip(arrays[2:], self.SLOTS):
+                into.append(self._slot(slot, name, p))
+        for dtype, arrays in by_dtype.items():
+            update(*map(tuple, arrays), *self._scalars(dtype.type))
+        for p, flat in written_back:
+            p[...] = flat.reshape(p.shape)
 
     def _scalars(self, F) -> tuple:
         """The update's scalar arguments after its arrays, each of type F
@@ -64,8 +77,11 @@ class Optimizer:
         raise NotImplementedError
 
     def _slot(self, slot: str, name: str, p: np.ndarray) -> np.ndarray:
+        """The slot's array for parameter `name`, flat (a view)."""
+        a = self.slots[slot].get(name)
+        if a is not None and a.shape == p.shape and a.dtype == p.dtype and a.flags.c_contiguous:
+            return a.reshape(-1)  # as it is after every step but the first
         table = self.slots[slot]
-        a = table.get(name)
         if a is None:
             # Only a first step may start a slot at zero; later, a missing slot
             # means the state belongs to another set of parameters.

@@ -8,7 +8,11 @@ optim.py's docstrings, bit for bit: every scalar is given in the
 parameter's dtype, as NumPy rounds a Python float that meets a float32
 array, and no operation is fused (no fastmath).
 
-Each takes flat, C-contiguous arrays of one dtype (`flat` makes them).
+Each updates every parameter of one dtype in one call: it takes tuples of
+flat, C-contiguous arrays of that dtype (`flat` makes them), the i-th of
+each tuple belonging to the i-th parameter. A call per parameter cost more
+than its loop (CharLM, ten parameters: 55 us a step against 18 in one
+call); Numba compiles each length of tuple once, and caches it.
 """
 from __future__ import annotations
 
@@ -21,28 +25,34 @@ _JIT = dict(cache=True, nogil=True, error_model="numpy")
 
 
 @njit(**_JIT)
-def sgd(p, g, lr):
-    for i in range(p.size):
-        p[i] -= lr * g[i]
+def sgd(ps, gs, lr):
+    for a in range(len(ps)):
+        p, g = ps[a], gs[a]
+        for i in range(p.size):
+            p[i] -= lr * g[i]
 
 
 @njit(**_JIT)
-def momentum(p, g, v, beta, lr):
-    for i in range(p.size):
-        vi = v[i] * beta + g[i]
-        v[i] = vi
-        p[i] -= lr * vi
+def momentum(ps, gs, vs, beta, lr):
+    for a in range(len(ps)):
+        p, g, v = ps[a], gs[a], vs[a]
+        for i in range(p.size):
+            vi = v[i] * beta + g[i]
+            v[i] = vi
+            p[i] -= lr * vi
 
 
 @njit(**_JIT)
-def adam(p, g, m, v, beta1, one_minus_beta1, beta2, one_minus_beta2, root, eps, step_size):
-    for i in range(p.size):
-        gi = g[i]
-        mi = m[i] * beta1 + gi * one_minus_beta1
-        vi = v[i] * beta2 + (gi * gi) * one_minus_beta2
-        m[i] = mi
-        v[i] = vi
-        p[i] -= (mi / (math.sqrt(vi) / root + eps)) * step_size
+def adam(ps, gs, ms, vs, beta1, one_minus_beta1, beta2, one_minus_beta2, root, eps, step_size):
+    for a in range(len(ps)):
+        p, g, m, v = ps[a], gs[a], ms[a], vs[a]
+        for i in range(p.size):
+            gi = g[i]
+            mi = m[i] * beta1 + gi * one_minus_beta1
+            vi = v[i] * beta2 + (gi * gi) * one_minus_beta2
+            m[i] = mi
+            v[i] = vi
+            p[i] -= (mi / (math.sqrt(vi) / root + eps)) * step_size
 
 
 @njit(**_JIT)

@@ -25,22 +25,20 @@ class CompiledRows:
         gen = generate_rows(graph.name, graph, self.dtype.name, self.outputs)
         self.source, self.args, self.returns = gen.source, gen.args, gen.returns
         self._size_args = tuple(self.sizes[k] for k in gen.sizes)
+        table = graph.vars()
+        # the first argument with a row per batch row gives the number of rows
+        self._rows_arg = next(i for i, n in enumerate(self.args) if table[n].kind == BATCH)
         key = cache_key(self.dtype.name, self.source)
         self.loaded: Loaded = load_module(self.source, key, {"run": gen.signature})
 
     def __call__(self, env: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         args = [np.ascontiguousarray(env[n], self.dtype) for n in self.args]
-        batch = next(a.shape[0] for a, v in zip(args, self._arg_vars()) if v.kind == BATCH)
-        if batch == 0:  # nothing to compute: empty rows, zero sums
+        if args[self._rows_arg].shape[0] == 0:  # nothing to compute: empty rows, zero sums
             values = [self._zeros(n) for n in self.returns]
         else:
             values = self.loaded.module.run(*self._size_args, *args)
         out = dict(zip(self.returns, values))
         return {n: out[n] if n in out else env[n] for n in self.outputs}
-
-    def _arg_vars(self):
-        table = self.graph.vars()
-        return [table[n] for n in self.args]
 
     def _zeros(self, n: str) -> np.ndarray:
         v = self.graph.vars()[n]
