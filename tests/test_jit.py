@@ -122,6 +122,9 @@ def test_products_are_stacked_and_hoisted():
     assert step.count("dot_into(") == 2  # the same product in the orientation for the batch
     assert "dx_x" not in step and "+ K0" not in step and "K0 +" not in step
     assert "dx_x = dot(dY_a_prev.reshape" in after
+    # each transposed step product is laid out batch-major by the library's copy
+    assert src.count("transpose_into(PT_a_prev, P_a_prev)") == 1
+    assert src.count("transpose_into(dPT_a_prev, dP_a_prev)") == 1
     # every product and allocation is library.py's compiled-once function, never NumPy's
     assert "np.dot(" not in src and "np.empty(" not in src and "np.zeros(" not in src
 
