@@ -264,3 +264,13 @@ def test_collate_pads_and_counts():
     assert whole.targets.shape == (2,) and list(whole.targets) == [1, 0] and whole.tokens == 2
     assert list(whole.inputs["x"][:, 1]) == [2, 0]
     assert "no examples" in raises(collate, labelled, []).message
+
+
+def test_collate_puts_each_sequence_down_its_own_column():
+    # lengths in any order, an empty sequence among them, the longest last
+    seqs = [np.array([5, 6, 7]), np.array([], np.int64), np.array([8]), np.array([1, 2, 3, 4])]
+    batch = collate([Example({"x": s}, s + 10) for s in seqs], [0, 1, 2, 3])
+    assert batch.inputs["x"].tolist() == [[5, 0, 8, 1], [6, 0, 0, 2], [7, 0, 0, 3], [0, 0, 0, 4]]
+    assert batch.targets.tolist() == [[15, -1, 18, 11], [16, -1, -1, 12], [17, -1, -1, 13],
+                                      [-1, -1, -1, 14]]
+    assert batch.lengths["x"].tolist() == [3, 0, 1, 4] and batch.tokens == 8

@@ -328,6 +328,17 @@ def test_a_parameter_that_cannot_be_updated_is_refused(bad, what):
         make_optimizer("sgd", 0.1).step({"w": bad}, {"w": np.ones(3)})
 
 
+def test_global_norm_of_sizes_off_its_blocks_of_eight_and_mixed_dtypes():
+    # the sum runs eight at a time; the sizes' tails and every dtype count once
+    rng = np.random.default_rng(9)
+    grads = {f"g{n}": rng.standard_normal(n).astype(t)
+             for n, t in ((1, np.float32), (7, np.float64), (9, np.float32), (16, np.float64),
+                          (17, np.float32), (1000, np.float32))}
+    grads["ints"] = np.arange(-5, 6)
+    flat = np.concatenate([g.astype(np.float64) for g in grads.values()])
+    assert global_norm(grads) == pytest.approx(np.linalg.norm(flat), rel=1e-14)
+
+
 def test_global_norm_sums_in_float64():
     big = {"a": np.full(3, 1e19, np.float32), "b": np.array([[3.0, 4.0]])}
     assert math.isclose(global_norm(big), math.sqrt(3 * 1e38 + 25), rel_tol=1e-6)

@@ -56,13 +56,24 @@ def adam(ps, gs, ms, vs, beta1, one_minus_beta1, beta2, one_minus_beta2, root, e
 
 
 @njit(**_JIT)
-def sum_of_squares(a):
-    """The sum of a's squares in float64, whatever a's dtype."""
+def sum_of_squares(arrays):
+    """The sum of the squares of every element of `arrays` (a tuple of flat
+    arrays of one dtype) in float64, whatever their dtype. Eight running
+    sums, one per position modulo 8, let the loop be vectorised: a single
+    one waits on every addition (20,000 float32: 11.5 against 5.3 us)."""
+    sums = np.zeros(8, np.float64)
     total = 0.0
-    for i in range(a.size):
-        x = np.float64(a[i])
-        total += x * x
-    return total
+    for a in range(len(arrays)):
+        x = arrays[a]
+        whole = x.size - x.size % 8
+        for i in range(0, whole, 8):
+            for k in range(8):
+                v = np.float64(x[i + k])
+                sums[k] += v * v
+        for i in range(whole, x.size):
+            v = np.float64(x[i])
+            total += v * v
+    return total + sums.sum()
 
 
 def flat(a: np.ndarray, dtype) -> np.ndarray:
