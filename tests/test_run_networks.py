@@ -194,6 +194,36 @@ def test_masks_labels_and_reductions():
     assert total == pytest.approx(expect, rel=1e-12)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("file", sorted(SHIPPED))
+def test_the_loss_of_a_forward_result_is_loss_and_grads(file, backend):
+    """`net.loss(net.forward(...), targets)` gives `loss_and_grad`'s value
+    (one forward run for outputs and loss), for every reduction and a mask."""
+    net = shipped(file, backend)
+    pb = problem(net, file, 4, 3)
+    p = net.init_params(3)
+    out = net.forward(p, pb.inputs, pb.lengths)
+    mask = np.random.default_rng(4).random(next(iter(out.heads.values())).shape[:-1]) < 0.7
+    for kwargs in ({}, {"reduction": "sum"}, {"mask": mask}):
+        want = net.loss_and_grad(p, pb.inputs, pb.lengths, pb.targets, **kwargs)[0]
+        assert net.loss(out, pb.targets, **kwargs) == want
+
+
+def test_the_loss_takes_only_its_own_networks_unchanged_results():
+    a, b = shipped("tagger"), shipped("tagger")
+    pb = problem(a, "tagger", 3, 0)
+    out = a.forward(a.init_params(0), pb.inputs, pb.lengths)
+    with pytest.raises(SeqError, match="the result of this network's forward"):
+        b.loss(out, pb.targets)  # another network's result
+    with pytest.raises(SeqError, match="the result of this network's forward"):
+        a.loss({}, pb.targets)
+    with pytest.raises(SeqError, match="reduction"):
+        a.loss(out, pb.targets, reduction="max")
+    out.run.sequences["h"] = out.run.sequences["h"][:, :, :3]  # a shape the head cannot read
+    with pytest.raises(SeqError, match="result: sequence 'h'"):
+        a.loss(out, pb.targets)
+
+
 @pytest.mark.parametrize("call,message", [
     (lambda s: seqdsl.instantiate(s.network("Deep"), sizes={"X": 2}),
      "network Deep: no size given for Y"),

@@ -138,26 +138,39 @@ class HeadRun:
                 [f"d_{n}" for n in self.reads + self.params])
         return self._losses[loss]
 
+    def loss(self, params, sequences, lengths, T, B, target, mask, loss, reduction) -> float:
+        """The loss over this head's labelled rows, without its gradients."""
+        return self._loss(params, sequences, lengths, T, B, target, mask, loss, reduction)[0]
+
     def loss_and_grad(self, params, sequences, lengths, T, B, target, mask, loss, reduction):
         """The loss over this head's labelled rows; the gradients of the
         sequences it reads (as (rows, values) to scatter) and of its params."""
+        value, weight, env, (t, b), loss = self._loss(params, sequences, lengths, T, B, target,
+                                                       mask, loss, reduction)
+        g_rows, bwd_rows, _, wanted = self._loss_run(loss)
+        terms = env[g_rows.graph.outputs[0].name]
+        env[f"d_{g_rows.graph.outputs[0].name}"] = np.full(terms.shape, weight, self.dtype)
+        env = self.run(bwd_rows, env, len(t), wanted)
+        d_reads = {n: ((t, b), env[f"d_{n}"]) for n in self.reads}
+        return value, d_reads, {n: env[f"d_{n}"] for n in self.params}
+
+    def _loss(self, params, sequences, lengths, T, B, target, mask, loss, reduction):
+        """(the loss, each term's weight in it, the loss graph's values, the
+        labelled rows, the loss's name)."""
         loss = self.check_loss(loss)
         t, b = self.rows(lengths, T)
         dense, keep = self.targets(target, mask, t, b, T, B, loss)
         t, b = t[keep], b[keep]
-        g_rows, bwd_rows, made, wanted = self._loss_run(loss)
+        g_rows, _, made, _ = self._loss_run(loss)
         g = g_rows.graph
         env = self._env(params, sequences, t, b)
         env[g.inputs[-1].name] = dense
+        # the terms and the values the backward reads, as one compiled run either way
         env = self.run(g_rows, env, len(t), made)
         terms = env[g.outputs[0].name]
         count = len(t) * (1 if loss == "cross_entropy" else self.size)
         weight = 1.0 / count if reduction == "mean" and count else 1.0
-        value = float(terms.sum()) * weight
-        env[f"d_{g.outputs[0].name}"] = np.full(terms.shape, weight, self.dtype)
-        env = self.run(bwd_rows, env, len(t), wanted)
-        d_reads = {n: ((t, b), env[f"d_{n}"]) for n in self.reads}
-        return value, d_reads, {n: env[f"d_{n}"] for n in self.params}
+        return float(terms.sum()) * weight, weight, env, (t, b), loss
 
     def check_loss(self, loss: str | None) -> str:
         if loss is None:

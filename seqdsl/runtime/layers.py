@@ -32,6 +32,7 @@ class Run:
     d_finals: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     params: dict[str, np.ndarray] = field(default_factory=dict)  # as checked
     sequences: dict[str, np.ndarray] = field(default_factory=dict)  # inputs and layers' outputs
+    owner: object = None  # the network whose forward this is
 
 
 def reverse_each(a: np.ndarray, lengths: np.ndarray) -> np.ndarray:

@@ -218,7 +218,7 @@ class Network:
         for h in self.heads if heads else ():
             T, B = seqs[h.reads[0]].shape[:2]
             outputs[h.name] = h.forward(p, seqs, ls[h.reads[0]], T, B)
-        run.params, run.sequences = p, seqs
+        run.params, run.sequences, run.owner = p, seqs, self
         return NetworkResult(outputs, {n: seqs[n] for n in self.layers}, run.finals, ls, run)
 
     def _starts(self, states) -> dict:
@@ -260,11 +260,48 @@ class Network:
         with self._blas():
             return self._loss_and_grad(params, inputs, lengths, targets, mask, loss, reduction)
 
+    def loss(self, result: NetworkResult, targets=None, mask=None, loss=None,
+             reduction: str = "mean") -> float:
+        """The loss `loss_and_grad` gives, from this network's `forward`
+        result and without the gradients: one forward run gives both the
+        outputs and the loss (as a validation pass needs)."""
+        if reduction not in REDUCTIONS:
+            raise SeqError(f"reduction: expected one of {', '.join(REDUCTIONS)}; "
+                           f"given {reduction!r}")
+        p, seqs = self._checked_result(result)
+        per_head = _per_heads(self.heads, targets, mask, loss)
+        total = 0.0
+        with self._blas():
+            for h in self.heads:
+                T, B = seqs[h.reads[0]].shape[:2]
+                total += h.loss(p, seqs, result.lengths[h.reads[0]], T, B,
+                                *(per_head[k][h.name] for k in ("targets", "mask", "loss")),
+                                reduction)
+        return total
+
+    def _checked_result(self, result) -> tuple[dict, dict]:
+        """The parameters and sequences of a forward result of this network,
+        as its heads read them: the compiled heads trust their shapes."""
+        run = getattr(result, "run", None)
+        if not isinstance(result, NetworkResult) or run is None or run.owner is not self:
+            raise SeqError(f"result: expected the result of this network's forward, given "
+                           f"{validate.describe(result)}", hint="out = net.forward(params, "
+                           "inputs, lengths); net.loss(out, targets)")
+        p = validate.params(run.params, self.param_shapes, {}, self.dtype,
+                            f"network {self.type.name}'s parameters")
+        seqs = dict(run.sequences)
+        for h in self.heads:
+            T, B = np.shape(seqs[h.reads[0]])[:2]
+            validate.lengths(result.lengths.get(h.reads[0]), T, B)
+            for n, v in zip(h.reads, h.graph.inputs):
+                seqs[n] = validate.as_array(f"result: sequence {n!r}", seqs[n], self.dtype,
+                                            (T, B, v.size.value()), "T, B, size")
+        return p, seqs
+
     def _loss_and_grad(self, params, inputs, lengths, targets, mask, loss, reduction):
         r = self._forward(params, inputs, lengths, heads=False)
         p, seqs = r.run.params, r.run.sequences
-        per_head = {k: _per_head(v, self.heads, k) for k, v in
-                    (("targets", targets), ("mask", mask), ("loss", loss))}
+        per_head = _per_heads(self.heads, targets, mask, loss)
         grads = {n: np.zeros(s, self.dtype) for n, s in self.param_shapes.items()}
         d_seqs = {n: np.zeros_like(a) for n, a in seqs.items() if a.dtype == self.dtype}
         total = 0.0
@@ -293,6 +330,11 @@ def _blas_policy(backend: str):
         return contextlib.nullcontext
     from .numba.blas import numpy_blas_single_threaded
     return numpy_blas_single_threaded
+
+
+def _per_heads(heads: list[HeadRun], targets, mask, loss) -> dict[str, dict]:
+    return {k: _per_head(v, heads, k) for k, v in
+            (("targets", targets), ("mask", mask), ("loss", loss))}
 
 
 def _per_head(value, heads: list[HeadRun], what: str) -> dict:

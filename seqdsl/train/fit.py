@@ -94,8 +94,9 @@ def evaluate(net: Network, params, examples: list[Example], batch_size: int) -> 
     for i in range(0, len(examples), batch_size):
         batch = collate(examples, np.arange(i, min(i + batch_size, len(examples))))
         inputs, lengths = network_batch(net, batch)
-        loss, _ = net.loss_and_grad(params, inputs, lengths, batch.targets, reduction="sum")
-        (out,) = net.forward(params, inputs, lengths).heads.values()
+        result = net.forward(params, inputs, lengths)  # one run: outputs and loss
+        loss = net.loss(result, batch.targets, reduction="sum")
+        (out,) = result.heads.values()
         labelled = batch.targets >= 0
         correct += float((out.argmax(-1) == batch.targets)[labelled].sum())
         total += loss
