@@ -197,6 +197,9 @@ def test_clip_by_global_norm_clips():
     direction = grad_steps(1)[0]
     for k in g:
         np.testing.assert_allclose(g[k], direction[k] * (0.5 / before), rtol=1e-13)
+    known = grad_steps(1)[0]  # the norm given, as the training loop has it: the same result
+    assert clip_by_global_norm(known, 0.5, norm=before) == before
+    assert all(np.array_equal(known[k], g[k]) for k in g)
 
 
 def test_clip_by_global_norm_leaves_small_gradients():

@@ -175,7 +175,7 @@ class Trainer:
         if not (math.isfinite(loss) and math.isfinite(norm)):
             self._diverged(loss, norm)
         if self.config.clip_norm is not None:
-            clip_by_global_norm(grads, self.config.clip_norm)
+            clip_by_global_norm(grads, self.config.clip_norm, norm)
         if self.config.clip_value is not None:
             clip_by_value(grads, self.config.clip_value)
         self.opt.step(self.params, grads)

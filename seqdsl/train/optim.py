@@ -223,11 +223,12 @@ def global_norm(grads: dict) -> float:
     return math.sqrt(sum(updates.sum_of_squares(tuple(arrays)) for arrays in by_dtype.values()))
 
 
-def clip_by_global_norm(grads: dict, max_norm: float) -> float:
+def clip_by_global_norm(grads: dict, max_norm: float, norm: float | None = None) -> float:
     """Scale every gradient (in place) so the global norm is at most
-    `max_norm`; returns the norm before clipping."""
+    `max_norm`; returns the norm before clipping. `norm`: `global_norm(grads)`
+    where the caller has it already."""
     max_norm = _positive(max_norm, "the clipping norm", "--clip-norm 5")
-    norm = global_norm(grads)
+    norm = global_norm(grads) if norm is None else norm
     # A non-finite norm is left for the caller to report: scaling by 0 or nan
     # would hide which gradients exploded.
     if math.isfinite(norm) and norm > max_norm:
