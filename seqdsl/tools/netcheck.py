@@ -64,7 +64,8 @@ def _steps_of(net: Network, sequence: str, inputs) -> int:
 
 
 def network_loss(net: Network, pb: NetworkProblem, params=None) -> float:
-    return net.loss_and_grad(params or pb.params, pb.inputs, pb.lengths, pb.targets)[0]
+    """The loss alone (a forward run), as `loss_and_grad` gives it."""
+    return net.loss(net.forward(params or pb.params, pb.inputs, pb.lengths), pb.targets)
 
 
 def gradcheck_network(net: Network, pb: NetworkProblem, entries: int | None = 25,
