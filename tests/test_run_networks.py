@@ -219,6 +219,11 @@ def test_the_loss_takes_only_its_own_networks_unchanged_results():
         a.loss({}, pb.targets)
     with pytest.raises(SeqError, match="reduction"):
         a.loss(out, pb.targets, reduction="max")
+    good = out.lengths["h"]
+    out.lengths["h"] = good + 100  # lengths past the steps: refused, never read
+    with pytest.raises(SeqError, match="lengths"):
+        a.loss(out, pb.targets)
+    out.lengths["h"] = good
     out.run.sequences["h"] = out.run.sequences["h"][:, :, :3]  # a shape the head cannot read
     with pytest.raises(SeqError, match="result: sequence 'h'"):
         a.loss(out, pb.targets)

@@ -147,10 +147,10 @@ class HeadRun:
         sequences it reads (as (rows, values) to scatter) and of its params."""
         value, weight, env, (t, b), loss = self._loss(params, sequences, lengths, T, B, target,
                                                        mask, loss, reduction)
-        g_rows, bwd_rows, _, wanted = self._loss_run(loss)
+        g_rows, bwd_rows, _, backward_gives = self._loss_run(loss)
         terms = env[g_rows.graph.outputs[0].name]
         env[f"d_{g_rows.graph.outputs[0].name}"] = np.full(terms.shape, weight, self.dtype)
-        env = self.run(bwd_rows, env, len(t), wanted)
+        env = self.run(bwd_rows, env, len(t), backward_gives)
         d_reads = {n: ((t, b), env[f"d_{n}"]) for n in self.reads}
         return value, d_reads, {n: env[f"d_{n}"] for n in self.params}
 
@@ -161,12 +161,12 @@ class HeadRun:
         t, b = self.rows(lengths, T)
         dense, keep = self.targets(target, mask, t, b, T, B, loss)
         t, b = t[keep], b[keep]
-        g_rows, _, made, _ = self._loss_run(loss)
+        g_rows, _, forward_gives, _ = self._loss_run(loss)
         g = g_rows.graph
         env = self._env(params, sequences, t, b)
         env[g.inputs[-1].name] = dense
         # the terms and the values the backward reads, as one compiled run either way
-        env = self.run(g_rows, env, len(t), made)
+        env = self.run(g_rows, env, len(t), forward_gives)
         terms = env[g.outputs[0].name]
         count = len(t) * (1 if loss == "cross_entropy" else self.size)
         weight = 1.0 / count if reduction == "mean" and count else 1.0

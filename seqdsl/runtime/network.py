@@ -268,20 +268,20 @@ class Network:
         if reduction not in REDUCTIONS:
             raise SeqError(f"reduction: expected one of {', '.join(REDUCTIONS)}; "
                            f"given {reduction!r}")
-        p, seqs = self._checked_result(result)
+        p, seqs, lengths = self._checked_result(result)
         per_head = _per_heads(self.heads, targets, mask, loss)
         total = 0.0
         with self._blas():
             for h in self.heads:
                 T, B = seqs[h.reads[0]].shape[:2]
-                total += h.loss(p, seqs, result.lengths[h.reads[0]], T, B,
+                total += h.loss(p, seqs, lengths[h.reads[0]], T, B,
                                 *(per_head[k][h.name] for k in ("targets", "mask", "loss")),
                                 reduction)
         return total
 
-    def _checked_result(self, result) -> tuple[dict, dict]:
-        """The parameters and sequences of a forward result of this network,
-        as its heads read them: the compiled heads trust their shapes."""
+    def _checked_result(self, result) -> tuple[dict, dict, dict]:
+        """The parameters, sequences and lengths of a forward result of this
+        network, as its heads read them: the compiled heads trust them."""
         run = getattr(result, "run", None)
         if not isinstance(result, NetworkResult) or run is None or run.owner is not self:
             raise SeqError(f"result: expected the result of this network's forward, given "
@@ -289,14 +289,14 @@ class Network:
                            "inputs, lengths); net.loss(out, targets)")
         p = validate.params(run.params, self.param_shapes, {}, self.dtype,
                             f"network {self.type.name}'s parameters")
-        seqs = dict(run.sequences)
+        seqs, lengths = dict(run.sequences), {}
         for h in self.heads:
             T, B = np.shape(seqs[h.reads[0]])[:2]
-            validate.lengths(result.lengths.get(h.reads[0]), T, B)
+            lengths[h.reads[0]] = validate.lengths(result.lengths.get(h.reads[0]), T, B)
             for n, v in zip(h.reads, h.graph.inputs):
                 seqs[n] = validate.as_array(f"result: sequence {n!r}", seqs[n], self.dtype,
                                             (T, B, v.size.value()), "T, B, size")
-        return p, seqs
+        return p, seqs, lengths
 
     def _loss_and_grad(self, params, inputs, lengths, targets, mask, loss, reduction):
         r = self._forward(params, inputs, lengths, heads=False)
