@@ -59,6 +59,14 @@ class Compiled:
         self._compiled: dict = {}
 
     def __call__(self, rows: RowGraph, env, batch: int, wanted: list[str]) -> dict:
+        run = self.kernel(rows, wanted)
+        if run is None:
+            return evaluate(rows.graph, env, batch, self.dtype)
+        return {**env, **run(env)}
+
+    def kernel(self, rows: RowGraph, wanted: list[str]):
+        """The compiled rows of `rows` that give `wanted`; None where the
+        generator does not write the graph."""
         from .numba.emit_rows import Unsupported
         from .numba.rows import CompiledRows
         key = (id(rows.symbolic), tuple(wanted))
@@ -68,10 +76,7 @@ class Compiled:
             except Unsupported:
                 run = None
             self._compiled[key] = (rows.symbolic, run)  # the graph kept alive: its id stays
-        run = self._compiled[key][1]
-        if run is None:
-            return evaluate(rows.graph, env, batch, self.dtype)
-        return {**env, **run(env)}
+        return self._compiled[key][1]
 
 
 class HeadRun:
@@ -157,10 +162,7 @@ class HeadRun:
     def _loss(self, params, sequences, lengths, T, B, target, mask, loss, reduction):
         """(the loss, each term's weight in it, the loss graph's values, the
         labelled rows, the loss's name)."""
-        loss = self.check_loss(loss)
-        t, b = self.rows(lengths, T)
-        dense, keep = self.targets(target, mask, t, b, T, B, loss)
-        t, b = t[keep], b[keep]
+        t, b, dense, weight, loss = self.labelled(lengths, T, B, target, mask, loss, reduction)
         g_rows, _, forward_gives, _ = self._loss_run(loss)
         g = g_rows.graph
         env = self._env(params, sequences, t, b)
@@ -168,9 +170,27 @@ class HeadRun:
         # the terms and the values the backward reads, as one compiled run either way
         env = self.run(g_rows, env, len(t), forward_gives)
         terms = env[g.outputs[0].name]
+        return float(terms.sum()) * weight, weight, env, (t, b), loss
+
+    def labelled(self, lengths, T, B, target, mask, loss, reduction):
+        """The labelled rows (steps, examples), their targets as dense rows,
+        each loss term's weight by the reduction, and the loss's name."""
+        loss = self.check_loss(loss)
+        t, b = self.rows(lengths, T)
+        dense, keep = self.targets(target, mask, t, b, T, B, loss)
+        t, b = t[keep], b[keep]
         count = len(t) * (1 if loss == "cross_entropy" else self.size)
         weight = 1.0 / count if reduction == "mean" and count else 1.0
-        return float(terms.sum()) * weight, weight, env, (t, b), loss
+        return t, b, dense, weight, loss
+
+    def compiled_loss(self, loss: str):
+        """The compiled rows of `loss` and of its backward, as `loss_and_grad`
+        runs them; None on the numpy backend or where one is not generated."""
+        if not isinstance(self.run, Compiled):
+            return None
+        g_rows, bwd_rows, forward_gives, backward_gives = self._loss_run(loss)
+        kernels = self.run.kernel(g_rows, forward_gives), self.run.kernel(bwd_rows, backward_gives)
+        return None if None in kernels else kernels
 
     def check_loss(self, loss: str | None) -> str:
         if loss is None:

@@ -102,6 +102,10 @@ class Network:
         self.inputs = {n: (kind, s.subst(sizes).value()) for n, kind, s in nt.inputs}
         self.param_shapes = {n: tuple(d.subst(sizes).value() for d in shape)
                              for n, shape in nt.params.items()}
+        # On numba, `loss_and_grad` runs one compiled step per tuple of losses
+        # (numba/step.py) where the network allows; False: layer by layer.
+        self.fused = self.backend == "numba"
+        self._steps: dict[tuple[str, ...], object] = {}
 
     def describe(self) -> str:
         sizes = ", ".join(f"{k}={v}" for k, v in self.sizes.items())
@@ -299,6 +303,11 @@ class Network:
         return p, seqs, lengths
 
     def _loss_and_grad(self, params, inputs, lengths, targets, mask, loss, reduction):
+        if self.fused:
+            done = self._fused_loss_and_grad(params, inputs, lengths, targets, mask, loss,
+                                             reduction)
+            if done is not None:
+                return done
         r = self._forward(params, inputs, lengths, heads=False)
         p, seqs = r.run.params, r.run.sequences
         per_head = _per_heads(self.heads, targets, mask, loss)
@@ -321,6 +330,21 @@ class Network:
             if d is not None:  # token ids have no gradient
                 d_seqs[src] += d
         return total, grads
+
+
+    def _fused_loss_and_grad(self, params, inputs, lengths, targets, mask, loss, reduction):
+        """`loss_and_grad` by the network's compiled step, from the same checks;
+        None where it runs layer by layer instead."""
+        p = validate.params(params, self.param_shapes, {}, self.dtype,
+                            f"network {self.type.name}'s parameters")
+        xs, ls = self._inputs(inputs, lengths)
+        per_head = _per_heads(self.heads, targets, mask, loss)
+        losses = tuple(h.check_loss(per_head["loss"][h.name]) for h in self.heads)
+        if losses not in self._steps:
+            from .numba.step import fused_step
+            self._steps[losses] = fused_step(self, losses)
+        step = self._steps[losses]
+        return None if step is None else step(p, xs, ls, per_head, reduction)
 
 
 def _blas_policy(backend: str):

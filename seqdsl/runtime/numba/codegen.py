@@ -141,6 +141,10 @@ class Names:
             self.table[key] = self._fresh(prefix + base + suffix)
         return self.table[key]
 
+    def reserve(self, name: str) -> None:
+        """Keep `name`, one the generator writes itself, from being handed out."""
+        self.used.add(name)
+
     def size(self, size: Size) -> str:
         """Python for `size` over the variables of its symbols (`4 * n_H`)."""
         return size_code(size, lambda symbol: self.role("n_", symbol))

@@ -12,7 +12,7 @@ _JIT = dict(cache=True, nogil=True, error_model="numpy")
 
 
 @njit(**_JIT)
-def _gather(columns, ids, lengths, out):
+def gather_into(columns, ids, lengths, out):
     T, B = ids.shape
     n = columns.shape[0]
     for t in range(T):
@@ -27,7 +27,7 @@ def _gather(columns, ids, lengths, out):
 
 
 @njit(**_JIT)
-def _add_by_id(into, ids, lengths, values):
+def add_by_id_into(into, ids, lengths, values):
     """Each used id's values summed in a compact row of its own, then added
     to its column of `into`, a row of `into` at a time in the order of the
     ids: `into` is a block of columns of a weight's gradient, (n, V), and a
@@ -62,10 +62,10 @@ def _add_by_id(into, ids, lengths, values):
 def gather_columns(columns: np.ndarray, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     T, B = ids.shape
     out = np.empty((T, B, columns.shape[0]), columns.dtype)
-    _gather(columns, ids, lengths, out)
+    gather_into(columns, ids, lengths, out)
     return out
 
 
 def add_by_id(into: np.ndarray, ids: np.ndarray, lengths: np.ndarray,
               values: np.ndarray) -> None:
-    _add_by_id(into, ids, lengths, np.ascontiguousarray(values))
+    add_by_id_into(into, ids, lengths, np.ascontiguousarray(values))

@@ -24,12 +24,13 @@ class CompiledRows:
         self.outputs = list(outputs) if outputs is not None else [v.name for v in graph.outputs]
         gen = generate_rows(graph.name, graph, self.dtype.name, self.outputs)
         self.source, self.args, self.returns = gen.source, gen.args, gen.returns
+        self.signature = gen.signature
         self._size_args = tuple(self.sizes[k] for k in gen.sizes)
         table = graph.vars()
         # the first argument with a row per batch row gives the number of rows
         self._rows_arg = next(i for i, n in enumerate(self.args) if table[n].kind == BATCH)
         key = cache_key(self.dtype.name, self.source)
-        self.loaded: Loaded = load_module(self.source, key, {"run": gen.signature})
+        self.loaded: Loaded = load_module(self.source, key, {"run": self.signature})
 
     def __call__(self, env: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         args = [np.ascontiguousarray(env[n], self.dtype) for n in self.args]

@@ -1,0 +1,320 @@
+"""Python source for a network's whole training step on the numba backend:
+the loss over its heads and the gradient of every parameter, as one
+compiled function,
+
+    loss_and_grad(<kernel addresses>, <inputs>, <lengths>, <params>,
+                  <per head: labelled rows' steps, examples, targets, weight>)
+        -> (<per head: loss terms>, <per parameter: gradient>)
+
+that runs what `Network.loss_and_grad` runs between its checks, in the same
+order and with the same arithmetic: each layer's token lookups and its
+cell's generated forward, each head's loss rows and their derived backward
+(the generated row kernels), the rows' gradients scattered back, each
+cell's generated backward, the gradients assembled per parameter. The
+kernels are called by address (call.py), so this function compiles only its
+own code. Nothing from the spec is written as code except through one
+`Names`: parameters, sequences and heads become identifiers; their IR names
+appear only in comments.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .codegen import JIT, Names, _Writer, comment, docstring
+
+# What the generated module itself names, reserved before any spec name.
+STEP_NAMES = ("sys", "call_at", "kernel_type", "gather_into", "add_by_id_into", "loss_and_grad",
+              "DT", "_n", "_i", "_k", "_t", "_b")
+
+
+@dataclass
+class Kernel:
+    """A generated kernel the step calls: its module, function and args."""
+
+    module: str  # the name the kernel's module has in sys.modules
+    function: str  # "forward", "backward", "run"
+    signature: str  # the Numba signature it was compiled for
+    label: str  # what it runs, to name it by: `a forward`, `ŷ loss backward`
+
+
+@dataclass
+class Lookup:
+    """Columns `lo:hi` of weight `weight`, picked by the token ids."""
+
+    input: str  # the runner's input it feeds
+    weight: str  # network parameter
+    lo: int
+    hi: int
+
+
+@dataclass
+class Columns:
+    """Columns `lo:hi` of weight `weight`, a parameter of the runner."""
+
+    param: str  # the runner's parameter
+    weight: str  # network parameter
+    lo: int
+    hi: int
+
+
+@dataclass
+class CellPart:
+    """One cell layer: it reads sequence `reads` (an input's token ids with
+    lookups, or vectors) and writes sequence `writes`."""
+
+    prefix: str  # `a`, `h.0`
+    reads: str
+    writes: str
+    forward: Kernel
+    backward: Kernel
+    size_args: tuple[int, ...]
+    inputs: list[str]  # the runner's inputs, in the kernels' order
+    states: list[tuple[str, int]]  # (name, size) in the kernels' order
+    params: list[str]  # the runner's parameters, in the kernels' order
+    own: dict[str, str]  # runner parameter -> network parameter (the cell's own)
+    n_tapes: int
+    lookups: list[Lookup] = field(default_factory=list)  # empty: vectors
+    columns: list[Columns] = field(default_factory=list)
+
+
+@dataclass
+class HeadPart:
+    """One head's loss over its labelled rows (class ids or values already
+    made dense targets, a weight per term by the reduction)."""
+
+    name: str
+    reads: list[tuple[str, str, int]]  # (graph input, sequence, size)
+    params: dict[str, str]  # graph parameter -> network parameter
+    target: str  # the loss graph's target input
+    terms: str  # the loss graph's output
+    loss: Kernel
+    loss_args: list[str]
+    loss_returns: list[str]
+    backward: Kernel
+    backward_args: list[str]
+    backward_returns: list[str]
+    loss_sizes: tuple[int, ...]  # the size arguments each kernel takes first
+    backward_sizes: tuple[int, ...]
+
+
+@dataclass
+class StepPlan:
+    network: str
+    inputs: list[tuple[str, str]]  # (name, "tokens" | "vectors")
+    lengths_of: dict[str, str]  # sequence -> the input whose lengths it has
+    params: dict[str, int]  # network parameter -> its number of dimensions
+    cells: list[CellPart]
+    heads: list[HeadPart]
+
+    def kernels(self) -> list[Kernel]:
+        """Every kernel, in the order the step takes their addresses."""
+        return ([k for c in self.cells for k in (c.forward, c.backward)]
+                + [k for h in self.heads for k in (h.loss, h.backward)])
+
+
+@dataclass
+class StepSource:
+    source: str
+    signature: str
+
+
+def generate_step(plan: StepPlan, dtype: str) -> StepSource:
+    return _Step(plan, dtype).write()
+
+
+class _Step:
+    def __init__(self, plan: StepPlan, dtype: str):
+        self.plan, self.dtype = plan, dtype
+        self.py = Names()
+        for n in STEP_NAMES:
+            self.py.reserve(n)
+        self.w = _Writer()
+        self.kernel_names = [self.py.role("K_", k.label) for k in plan.kernels()]
+        self.addresses = [self.py.role("at_", k.label) for k in plan.kernels()]
+        self.seq = {n: self.py.role("seq_", n) for n, _ in plan.inputs}
+        self.seq.update((c.writes, self.py.role("seq_", c.writes)) for c in plan.cells)
+        self.lengths = {n: self.py.role("lengths_", n) for n, _ in plan.inputs}
+        self.param = {n: self.py.role("", n) for n in plan.params}
+        self.grad = {n: self.py.role("g_", n) for n in plan.params}
+        self.head_args = {h.name: tuple(self.py.role(p, h.name) for p in ("t_", "b_", "target_",
+                                                                         "weight_"))
+                          for h in plan.heads}
+        # the sequences a gradient reaches: those the heads and later cells read
+        read = {s for h in plan.heads for _, s, _ in h.reads} | {c.reads for c in plan.cells}
+        self.d_seq = {c.writes: self.py.role("d_", c.writes) for c in plan.cells
+                      if c.writes in read}
+
+    def arguments(self) -> list[tuple[str, str]]:
+        """(identifier, Numba type) of every argument, in order."""
+        f = self.dtype
+        args = [(a, "int64") for a in self.addresses]
+        args += [(self.seq[n], "int64[:, ::1]" if kind == "tokens" else f"{f}[:, :, ::1]")
+                 for n, kind in self.plan.inputs]
+        args += [(self.lengths[n], "int64[::1]") for n, _ in self.plan.inputs]
+        args += [(self.param[n], f"{f}[{', '.join([':'] * (d - 1) + ['::1'])}]")
+                 for n, d in self.plan.params.items()]
+        for h in self.plan.heads:
+            t, b, target, weight = self.head_args[h.name]
+            args += [(t, "int64[::1]"), (b, "int64[::1]"), (target, f"{f}[:, ::1]"),
+                     (weight, "float64")]
+        return args
+
+    def write(self) -> StepSource:
+        args = self.arguments()
+        w = self.w
+        w(JIT)
+        with w.block(f"def loss_and_grad({', '.join(a for a, _ in args)}):"):
+            w(comment("each parameter's gradient, summed into"))
+            for n in self.plan.params:
+                w(f"{self.grad[n]} = zeros({self.param[n]}.shape, DT)")
+            for c in self.plan.cells:
+                self.write_forward(c)
+            for c in self.plan.cells:
+                if c.writes in self.d_seq:
+                    w(f"{self.d_seq[c.writes]} = zeros({self.seq[c.writes]}.shape, DT)")
+            terms = [self.write_head(h) for h in self.plan.heads]
+            for c in reversed(self.plan.cells):
+                self.write_backward(c)
+            w(f"return ({', '.join(terms + [self.grad[n] for n in self.plan.params])},)")
+        return StepSource(self.module_head() + "\n".join(w.lines) + "\n",
+                          "(" + ", ".join(t for _, t in args) + ",)")
+
+    def module_head(self) -> str:
+        lines = [docstring(f"network {self.plan.network}'s loss and gradient ({self.dtype}), "
+                           "generated by seqdsl"),
+                 "import sys", "", "import numpy as np", "from numba import njit", "",
+                 "from seqdsl.runtime.numba.call import call_at, kernel_type",
+                 "from seqdsl.runtime.numba.library import copy_block, empty, zeros",
+                 "from seqdsl.runtime.numba.lookup import add_by_id_into, gather_into", "",
+                 f"DT = np.{self.dtype}",
+                 comment("the generated kernels this step calls, by the address it is given")]
+        for name, k in zip(self.kernel_names, self.plan.kernels()):
+            lines.append(f"{name} = kernel_type(sys.modules[{k.module!r}].{k.function})")
+        return "\n".join(lines) + "\n\n\n"
+
+    def call(self, index: int, args: list[str]) -> str:
+        return (f"call_at({self.kernel_names[index]}, {self.addresses[index]}, "
+                f"({', '.join(args)},))")
+
+    def kernel_index(self, kernel: Kernel) -> int:
+        return next(i for i, k in enumerate(self.plan.kernels()) if k is kernel)
+
+    def write_forward(self, c: CellPart) -> None:
+        w, py = self.w, self.py
+        x, lengths = self.seq[c.reads], self.lengths[self.plan.lengths_of[c.reads]]
+        w(comment(f"layer {c.prefix}, forward"))
+        ins = {}
+        for k in c.lookups:
+            ins[k.input] = py.role("x_", f"{c.prefix} {k.input}")
+            W = self.param[k.weight]
+            w(f"{ins[k.input]} = empty(({x}.shape[0], {x}.shape[1], {W}.shape[0]), DT)")
+            w(f"gather_into({W}[:, {k.lo}:{k.hi}], {x}, {lengths}, {ins[k.input]})")
+        if not c.lookups:
+            ins[c.inputs[0]] = x
+        own = {}
+        for col in c.columns:
+            own[col.param] = py.role("", f"{c.prefix} {col.param}")
+            W = self.param[col.weight]
+            w(f"{own[col.param]} = empty(({W}.shape[0], {col.hi - col.lo}), DT)")
+            w(f"copy_block({own[col.param]}, {W}, 0, 0, {W}.shape[0], {col.hi - col.lo}, 0, "
+              f"{col.lo}, False)")
+        own.update((n, self.param[k]) for n, k in c.own.items())
+        starts = []
+        for s, size in c.states:
+            starts.append(py.role("", f"{c.prefix} {s}", "0"))
+            w(f"{starts[-1]} = zeros(({x}.shape[1], {size}), DT)")
+        result = py.role("r_", c.prefix)
+        args = ([str(n) for n in c.size_args] + [ins[n] for n in c.inputs] + [lengths]
+                + starts + [own[n] for n in c.params])
+        w(f"{result} = {self.call(self.kernel_index(c.forward), args)}")
+        w(f"{self.seq[c.writes]} = {result}[0]")
+
+    def write_head(self, h: HeadPart) -> str:
+        w, py = self.w, self.py
+        t, b, target, weight = self.head_args[h.name]
+        terms, n = py.role("terms_", h.name), py.role("n_", h.name)
+        w(comment(f"output {h.name}: its loss over the labelled rows, and its gradient"))
+        w(f"{terms} = zeros((0, 0), DT)")
+        w(f"{n} = {t}.shape[0]")
+        with w.block(f"if {n} > 0:"):
+            value = {}
+            for name, s, size in h.reads:
+                value[name] = py.role("rows_", f"{h.name} {name}")
+                w(f"{value[name]} = empty(({n}, {size}), DT)")
+                with w.block(f"for _i in range({n}):"), w.block(f"for _k in range({size}):"):
+                    w(f"{value[name]}[_i, _k] = {self.seq[s]}[{t}[_i], {b}[_i], _k]")
+            value.update((g, self.param[p]) for g, p in h.params.items())
+            value[h.target] = target
+            loss = py.role("l_", h.name)
+            w(f"{loss} = {self.call(self.kernel_index(h.loss), self.rows_args(h.loss_sizes, h.loss_args, value))}")
+            value.update((r, f"{loss}[{i}]") for i, r in enumerate(h.loss_returns))
+            w(f"{terms} = {loss}[{h.loss_returns.index(h.terms)}]")
+            value[f"d_{h.terms}"] = py.role("d_terms_", h.name)
+            d_terms = value[f"d_{h.terms}"]
+            w(f"{d_terms} = empty({terms}.shape, DT)")
+            with w.block(f"for _i in range({n}):"), \
+                    w.block(f"for _k in range({terms}.shape[1]):"):
+                w(f"{d_terms}[_i, _k] = {weight}")
+            grads = py.role("dl_", h.name)
+            w(f"{grads} = "
+              f"{self.call(self.kernel_index(h.backward), self.rows_args(h.backward_sizes, h.backward_args, value))}")
+            got = {r: f"{grads}[{i}]" for i, r in enumerate(h.backward_returns)}
+            for name, s, size in h.reads:
+                if s in self.d_seq:
+                    with w.block(f"for _i in range({n}):"), w.block(f"for _k in range({size}):"):
+                        w(f"{self.d_seq[s]}[{t}[_i], {b}[_i], _k] += {got[f'd_{name}']}[_i, _k]")
+            for g, p in h.params.items():
+                self.add_into(p, got[f"d_{g}"])
+        return terms
+
+    def rows_args(self, sizes: tuple[int, ...], names: list[str], value: dict) -> list[str]:
+        return [str(n) for n in sizes] + [value[n] for n in names]
+
+    def write_backward(self, c: CellPart) -> None:
+        w, py = self.w, self.py
+        x, lengths = self.seq[c.reads], self.lengths[self.plan.lengths_of[c.reads]]
+        result, grads = py.role("r_", c.prefix), py.role("dr_", c.prefix)
+        ni, ns = len(c.inputs), len(c.states)
+        w(comment(f"layer {c.prefix}, backward"))
+        d_out = self.d_seq.get(c.writes)
+        if d_out is None:  # nothing reads it: no gradient reaches it
+            d_out = py.role("d_", c.writes)
+            w(f"{d_out} = zeros({self.seq[c.writes]}.shape, DT)")
+        ends = []
+        for s, size in c.states:
+            ends.append(py.role("d_", f"{c.prefix} {s}", "_final"))
+            w(f"{ends[-1]} = zeros(({x}.shape[1], {size}), DT)")
+        own = {n: self.param[k] for n, k in c.own.items()}
+        own.update((col.param, py.role("", f"{c.prefix} {col.param}")) for col in c.columns)
+        args = ([str(n) for n in c.size_args] + [d_out] + ends + [lengths]
+                + [f"{result}[{1 + ns + i}]" for i in range(ni)]
+                + [f"{result}[{1 + ns + ni + i}]" for i in range(c.n_tapes)]
+                + [own[n] for n in c.params])
+        w(f"{grads} = {self.call(self.kernel_index(c.backward), args)}")
+        at = {n: f"{grads}[{ni + ns + i}]" for i, n in enumerate(c.params)}
+        for n, k in c.own.items():
+            self.add_into(k, at[n])
+        for col in c.columns:
+            w(f"copy_block({self.grad[col.weight]}, {at[col.param]}, 0, {col.lo}, "
+              f"{at[col.param]}.shape[0], {col.hi - col.lo}, 0, 0, True)")
+        for i, n in enumerate(c.inputs):
+            k = next((k for k in c.lookups if k.input == n), None)
+            if k is not None:
+                w(f"add_by_id_into({self.grad[k.weight]}[:, {k.lo}:{k.hi}], {x}, {lengths}, "
+                  f"{grads}[{i}])")
+            elif c.reads in self.d_seq:
+                d = self.d_seq[c.reads]
+                with w.block(f"for _t in range({d}.shape[0]):"), \
+                        w.block(f"for _b in range({d}.shape[1]):"), \
+                        w.block(f"for _k in range({d}.shape[2]):"):
+                    w(f"{d}[_t, _b, _k] += {grads}[{i}][_t, _b, _k]")
+
+    def add_into(self, param: str, value: str) -> None:
+        """The parameter's gradient += value (as loops: an array expression
+        would cost Numba seconds to compile)."""
+        g = self.grad[param]
+        if self.plan.params[param] == 2:
+            self.w(f"copy_block({g}, {value}, 0, 0, {g}.shape[0], {g}.shape[1], 0, 0, True)")
+            return
+        with self.w.block(f"for _k in range({g}.shape[0]):"):
+            self.w(f"{g}[_k] += {value}[_k]")

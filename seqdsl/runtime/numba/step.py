@@ -1,0 +1,191 @@
+"""A network's training step as one compiled function (emit_step.py), for
+networks whose every piece runs as generated code: cell layers (alone or
+stacked) reading token ids through lookups or vectors, and heads over layer
+outputs or vector inputs whose loss rows the generator writes.
+
+Python keeps what it does best and is cheap: the checks of every argument
+(the same functions as the layer-by-layer path), the heads' labelled rows
+and dense targets, the kernels' BLAS threads. Everything between runs in
+the compiled function: on the CharLM it took away most of the 0.2 ms of
+Python a 1.1 ms step spent between kernels (benchmarks/RESULTS.md).
+
+Networks it does not cover (bidirectional layers, a layer starting from
+another's final state, one-hot token inputs, a head reading token ids, a
+sharded batch) run layer by layer as before; the results are the same
+either way, to the bit (tests/test_fused_step.py).
+"""
+from __future__ import annotations
+
+from ..layers import CellLayer, Stack
+from .blas import blas_threads
+from .call import address_of
+from .compile import cache_key, load_module
+from .emit_step import CellPart, Columns, HeadPart, Kernel, Lookup, StepPlan, generate_step
+from .runtime import _reuse_freed_memory
+
+
+class Unfused(Exception):
+    """The network has a piece the compiled step does not cover (the message
+    says which); it runs layer by layer."""
+
+
+def fused_step(net, losses: tuple[str, ...]):
+    """The compiled step of `net` with these losses per head, or None where
+    the network has a piece it does not cover."""
+    try:
+        return FusedStep(net, losses)
+    except Unfused:
+        return None
+
+
+class FusedStep:
+    def __init__(self, net, losses: tuple[str, ...]):
+        self.net = net
+        self.cells = list(_cell_layers(net))
+        self.plan = StepPlan(
+            network=net.type.name,
+            inputs=[(n, "tokens" if kind == "tokens" else "vectors")
+                    for n, (kind, _) in net.inputs.items()],
+            lengths_of=_lengths_of(net, self.cells),
+            params={n: _dims(n, s) for n, s in net.param_shapes.items()},
+            cells=[_cell_part(layer, reads, writes) for layer, reads, writes in self.cells],
+            heads=[_head_part(net, h, loss) for h, loss in zip(net.heads, losses)])
+        gen = generate_step(self.plan, net.dtype.name)
+        self.source = gen.source
+        key = cache_key("network step", net.dtype.name, gen.source)
+        self.loaded = load_module(gen.source, key, {"loss_and_grad": gen.signature})
+        self.addresses = [address_of(getattr(_module(k), k.function), k.signature)
+                          for k in self.plan.kernels()]
+
+    def __call__(self, p, xs, ls, per_head: dict, reduction: str):
+        """(loss, gradients), or None when this batch must run layer by layer
+        (an empty one, or one the cells' plan shards over threads)."""
+        net = self.net
+        shape = {n: xs[n].shape[:2] for n in xs}
+        threads = set()
+        for layer, reads, _ in self.cells:
+            T, B = shape[self.plan.lengths_of[reads]]
+            if T * B == 0:
+                return None
+            plan = layer.runner._plan(T, B)
+            if plan.shards > 1:
+                return None
+            threads.add(plan.blas_threads)
+            layer.runner._check_memory(f"a backward run over T={T}, B={B} needs",
+                                       layer.runner._run_bytes(T, B, True),
+                                       "run a smaller batch or fewer steps at a time")
+        if len(threads) > 1:
+            return None
+        rows, weights = [], []
+        for h in net.heads:
+            root = self.plan.lengths_of[h.reads[0]]
+            t, b, dense, weight, _ = h.labelled(
+                ls[root], *shape[root], *(per_head[k][h.name] for k in ("targets", "mask", "loss")),
+                reduction)
+            rows += [t, b, dense, weight]
+            weights.append(weight)
+        _reuse_freed_memory()
+        with blas_threads(threads.pop() if threads else 1):
+            out = self.loaded.module.loss_and_grad(
+                *self.addresses, *xs.values(), *ls.values(), *p.values(), *rows)
+        total = 0.0
+        for terms, weight in zip(out, weights):  # as each head sums its own terms
+            total += float(terms.sum()) * weight
+        return total, dict(zip(net.param_shapes, out[len(weights):]))
+
+
+def _module(k: Kernel):
+    import sys
+    return sys.modules[k.module]
+
+
+def _dims(name: str, shape: tuple) -> int:
+    if len(shape) not in (1, 2):
+        raise Unfused(f"parameter {name} has {len(shape)} dimensions")
+    return len(shape)
+
+
+def _cell_layers(net):
+    """(cell layer, sequence it reads, sequence it writes) in the order they
+    run; a stack's inner sequences are named after it (`h.0`)."""
+    for name, layer in net.layers.items():
+        yield from _flatten(layer, net.type.reads[name], name)
+
+
+def _flatten(layer, reads: str, writes: str):
+    if isinstance(layer, CellLayer):
+        yield layer, reads, writes
+    elif isinstance(layer, Stack):
+        last = len(layer.children) - 1
+        for i, child in enumerate(layer.children):
+            out = writes if i == last else f"{writes}.{i}"
+            yield from _flatten(child, reads, out)
+            reads = out
+    else:
+        raise Unfused(f"a {type(layer).__name__} layer")
+
+
+def _lengths_of(net, cells) -> dict[str, str]:
+    """Each sequence's input, whose lengths it has."""
+    root = {n: n for n in net.inputs}
+    for _, reads, writes in cells:
+        root[writes] = root[reads]
+    return root
+
+
+def _kernel(loaded, function: str, signature: str, label: str) -> Kernel:
+    return Kernel(loaded.module.__name__, function, signature, label)
+
+
+def _cell_part(layer: CellLayer, reads: str, writes: str) -> CellPart:
+    runner = layer.runner
+    if layer.init:
+        raise Unfused("a layer starting from another layer's final state")
+    if layer.vocabulary and layer.tokens is None:
+        raise Unfused("token ids read as one-hot vectors")
+    if not hasattr(runner, "loaded"):
+        raise Unfused("a cell not compiled")
+    sig = runner._signatures()
+    lookups, columns = [], []
+    if layer.tokens is not None:
+        lookups = [Lookup(k.name, f"{layer.prefix}.{k.weight}", k.lo, k.hi)
+                   for k in layer.tokens.lookups]
+        for c in layer.tokens.columns:
+            cols = layer._cols[c.name]
+            if not isinstance(cols, slice):
+                raise Unfused("a weight's kept columns are not one block")
+            columns.append(Columns(c.name, f"{layer.prefix}.{c.weight}", cols.start, cols.stop))
+    own = {n: f"{layer.prefix}.{n}" for n in runner.param_shapes if f"{layer.prefix}.{n}"
+           in layer.names}
+    if set(own) | {c.param for c in columns} != set(runner.param_shapes):
+        raise Unfused("a cell parameter that is not a network parameter")
+    return CellPart(
+        prefix=layer.prefix, reads=reads, writes=writes,
+        forward=_kernel(runner.loaded, "forward", sig["forward"], f"{layer.prefix} forward"),
+        backward=_kernel(runner.loaded, "backward", sig["backward"], f"{layer.prefix} backward"),
+        size_args=tuple(runner._size_args), inputs=list(runner._inputs_order),
+        states=[(s, runner.state_sizes[s]) for s in runner._states_order],
+        params=list(runner.param_shapes), own=own, n_tapes=runner._n_tapes,
+        lookups=lookups, columns=columns)
+
+
+def _head_part(net, h, loss: str) -> HeadPart:
+    tokens = [n for n in h.reads if net.inputs.get(n, ("",))[0] == "tokens"]
+    if tokens:
+        raise Unfused(f"output {h.name} reads token ids")
+    kernels = h.compiled_loss(loss)
+    if kernels is None:
+        raise Unfused(f"output {h.name}'s loss is not generated")
+    fwd, bwd = kernels
+    g, _ = h.graphs(loss)
+    return HeadPart(
+        name=h.name,
+        reads=[(v.name, v.name, v.size.value()) for v in h.graph.inputs],
+        params={n: n for n in h.params}, target=g.inputs[-1].name, terms=g.outputs[0].name,
+        loss=_kernel(fwd.loaded, "run", fwd.signature, f"{h.name} loss"),
+        loss_args=list(fwd.args),
+        loss_returns=list(fwd.returns),
+        backward=_kernel(bwd.loaded, "run", bwd.signature, f"{h.name} loss backward"),
+        backward_args=list(bwd.args),
+        backward_returns=list(bwd.returns), loss_sizes=tuple(fwd._size_args),
+        backward_sizes=tuple(bwd._size_args))

@@ -1,0 +1,201 @@
+"""The numba backend's compiled training step (runtime/numba/step.py): a
+network's `loss_and_grad` as one generated function that calls the cells'
+and heads' generated kernels by address. It gives exactly what the layer by
+layer path gives, to the bit, for every network it covers; the networks and
+batches it does not cover run layer by layer."""
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import seqdsl
+from seqdsl.runtime.network import Network
+from seqdsl.tools.netcheck import random_network_problem
+
+NETS = """
+network Chain {
+    input x
+    h = stack(GRU(H=3), LSTM(H=2), RNN(H=3))(x)
+    output ŷ<t> = softmax(Wy h<t> + by)
+}
+network ManyToOne {
+    input x
+    h = stack(GRU(H=3), depth=2)(x)
+    output ŷ = softmax(Wy h<T> + by)
+}
+network TwoHeads {
+    input x
+    h = RNN(H=2)(x)
+    g = LSTM(H=3)(h)
+    output ŷ<t> = σ(Wy g<t> + by)
+    output z = Wz h<T>
+    output v<t> = Wv x<t>
+}
+network Tokens {
+    input x : tokens
+    λ = LSTM(H=3)(x)
+    class = GRU(H=2)(λ)
+    output ŷ<t> = softmax(Wy class<t> + by)
+}
+network Tagged {
+    input x
+    h = bidirectional(RNN(H=2))(x)
+    output ŷ<t> = softmax(Wy h<t> + by)
+}
+network Decoder {
+    input x : tokens
+    input y : tokens
+    e = LSTM(H=3)(x)
+    d = LSTM(H=3, init=e<T>)(y)
+    output ŷ<t> = softmax(Wy d<t> + by)
+}
+"""
+SIZES = {"Chain": {"X": 2, "Y": 3}, "ManyToOne": {"X": 2, "Y": 3},
+         "TwoHeads": {"X": 2, "Y": 2, "Z": 2, "V": 3}, "Tokens": {"X": 5, "Y": 4},
+         "Tagged": {"X": 2, "Y": 3}, "Decoder": {"X": 4, "Y": 5, "Y2": 5}}
+FUSED = ["Chain", "ManyToOne", "TwoHeads", "Tokens"]
+
+
+def network(name, dtype=np.float64) -> Network:
+    return seqdsl.instantiate(seqdsl.loads(NETS, "nets.seq").network(name), sizes=SIZES[name],
+                              dtype=dtype, backend="numba")
+
+
+def layer_by_layer(net, *args, **kwargs):
+    net.fused = False
+    try:
+        return net.loss_and_grad(*args, **kwargs)
+    finally:
+        net.fused = True
+
+
+def fused_only(net, monkeypatch, *args, **kwargs):
+    """`loss_and_grad` that fails if it runs layer by layer."""
+    def refuse(*a, **k):
+        raise AssertionError("ran layer by layer")
+    with monkeypatch.context() as m:
+        m.setattr(Network, "_forward", refuse)
+        return net.loss_and_grad(*args, **kwargs)
+
+
+def assert_same(got, want):
+    assert got[0] == want[0]
+    assert list(got[1]) == list(want[1])
+    for k in want[1]:
+        assert got[1][k].dtype == want[1][k].dtype and got[1][k].shape == want[1][k].shape
+        assert np.array_equal(got[1][k], want[1][k]), k
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", FUSED)
+def test_the_compiled_step_gives_what_the_layers_give(name, dtype, monkeypatch):
+    """Variable lengths with a length-0 example, unlabelled steps, B = 1 and
+    T = 1, a mask and the sum; per-step and last-step heads, class ids and
+    dense targets, stacked layers, a layer reading a layer, token lookups."""
+    net = network(name, dtype)
+    for steps, batch, seed in [(5, 4, 0), (1, 1, 1), (3, 3, 2)]:
+        pb = random_network_problem(net, steps=steps, batch=batch, seed=seed)
+        args = (pb.params, pb.inputs, pb.lengths, pb.targets)
+        assert_same(fused_only(net, monkeypatch, *args), layer_by_layer(net, *args))
+        masks = {h.name: np.random.default_rng(seed).random((steps, batch) if h.per_step
+                                                           else (batch,)) < 0.6
+                 for h in net.heads}
+        for kwargs in ({"reduction": "sum"}, {"mask": masks}):
+            assert_same(fused_only(net, monkeypatch, *args, **kwargs),
+                        layer_by_layer(net, *args, **kwargs))
+
+
+def test_a_head_with_no_labelled_row_adds_nothing(monkeypatch):
+    net = network("Chain")
+    pb = random_network_problem(net, steps=3, batch=2, seed=4)
+    args = (pb.params, pb.inputs, pb.lengths, {"ŷ": np.full((3, 2), -1)})
+    got = fused_only(net, monkeypatch, *args)
+    assert_same(got, layer_by_layer(net, *args))
+    assert got[0] == 0.0 and not got[1]["Wy"].any()
+
+
+@pytest.mark.parametrize("name", ["Tagged", "Decoder"])
+def test_networks_it_does_not_cover_run_layer_by_layer(name):
+    """A bidirectional layer and a decoder starting from an encoder's state
+    have no compiled step; the answer is the layers' own."""
+    net = network(name)
+    pb = random_network_problem(net, steps=4, batch=3, seed=0, steps_by_input={"y": 3})
+    args = (pb.params, pb.inputs, pb.lengths, pb.targets)
+    got = net.loss_and_grad(*args)
+    assert list(net._steps.values()) == [None]
+    assert_same(got, layer_by_layer(net, *args))
+
+
+def test_a_sharded_batch_runs_layer_by_layer():
+    """Where the cells' plan splits the batch over threads, the step leaves
+    it to the layers (their shards run side by side)."""
+    from seqdsl.runtime.numba.shards import Parallelism
+    net = network("Chain")
+    for _, cell in ((p, c) for layer in net.layers.values() for p, c in layer.cells()):
+        cell.runner.parallel = Parallelism(4, min_rows=1, min_flops=0, min_shards=2)
+    pb = random_network_problem(net, steps=3, batch=4, seed=1)
+    args = (pb.params, pb.inputs, pb.lengths, pb.targets)
+    want = layer_by_layer(net, *args)
+    calls = []
+    real = Network._forward
+    Network._forward = lambda self, *a, **k: calls.append(1) or real(self, *a, **k)
+    try:
+        got = net.loss_and_grad(*args)
+    finally:
+        Network._forward = real
+    assert calls and list(net._steps.values()) != [None]
+    assert_same(got, want)
+
+
+def test_bad_arguments_say_the_same_either_way():
+    net = network("Tokens")
+    pb = random_network_problem(net, steps=3, batch=2, seed=0)
+    bad = [(pb.params, {"x": pb.inputs["x"] + 10}, pb.lengths, pb.targets),
+           (pb.params, pb.inputs, pb.lengths, {"ŷ": np.full((3, 2), 9)}),
+           ({**pb.params, "Wy": pb.params["Wy"].T}, pb.inputs, pb.lengths, pb.targets)]
+    for args in bad:
+        messages = []
+        for fused in (True, False):
+            net.fused = fused
+            with pytest.raises(seqdsl.SeqError) as e:
+                net.loss_and_grad(*args)
+            messages.append(str(e.value))
+        assert messages[0] == messages[1]
+
+
+def test_the_step_is_generated_from_names_it_never_writes_as_code():
+    """Layer and output names (`λ`, `class`, `ŷ`) reach the source only as
+    identifiers from one `Names` (`seq_lamda`, `seq_class`) and in comments."""
+    net = network("Tokens")
+    pb = random_network_problem(net, steps=3, batch=2, seed=0)
+    net.loss_and_grad(pb.params, pb.inputs, pb.lengths, pb.targets)
+    (step,) = net._steps.values()
+    src = step.source
+    compile(src, "step.py", "exec")
+    assert "def loss_and_grad(" in src and "seq_class" in src and "seq_lamda" in src
+    assert "y_hat" in src and "ŷ" not in src.replace("# output ŷ", "")
+
+
+def test_a_second_process_loads_the_step_from_the_cache(tmp_path):
+    """The step is cached like the kernels: a new process compiles nothing
+    (no address is written into the cached machine code, so it runs there)."""
+    script = textwrap.dedent(f"""
+        import numpy as np, seqdsl
+        from seqdsl.tools.netcheck import random_network_problem
+        net = seqdsl.instantiate(seqdsl.loads({NETS!r}).network("Tokens"),
+                                 sizes={SIZES["Tokens"]!r}, backend="numba")
+        pb = random_network_problem(net, steps=3, batch=2, seed=0)
+        loss, _ = net.loss_and_grad(pb.params, pb.inputs, pb.lengths, pb.targets)
+        (step,) = net._steps.values()
+        print(step.loaded.cache_hit, repr(loss))
+    """)
+    env = {"SEQDSL_CACHE_DIR": str(tmp_path)}
+    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                           env={**__import__("os").environ, **env}, timeout=600)
+            for _ in range(2)]
+    for r in runs:
+        assert r.returncode == 0, r.stderr
+    (hit1, loss1), (hit2, loss2) = (r.stdout.split() for r in runs)
+    assert (hit1, hit2) == ("False", "True") and loss1 == loss2
