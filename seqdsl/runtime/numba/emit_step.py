@@ -24,7 +24,7 @@ from .codegen import JIT, Names, _Writer, comment, docstring
 
 # What the generated module itself names, reserved before any spec name.
 STEP_NAMES = ("sys", "call_at", "kernel_type", "gather_into", "add_by_id_into", "loss_and_grad",
-              "DT", "_n", "_i", "_k", "_t", "_b")
+              "DT", "_i", "_k", "_t", "_b", "_s")
 
 
 @dataclass
@@ -78,6 +78,22 @@ class CellPart:
 
 
 @dataclass
+class BiPart:
+    """A bidirectional layer: `forward` reads sequence `reads`, `backward`
+    reads it with each example's valid steps in reverse (`reversed`), and
+    `writes` is their outputs side by side, the backward copy's put back in
+    order (the layers' `reverse_each`)."""
+
+    reads: str
+    reversed: str
+    writes: str
+    tokens: bool
+    forward: CellPart
+    backward: CellPart
+    sizes: tuple[int, int]  # the two outputs' sizes
+
+
+@dataclass
 class HeadPart:
     """One head's loss over its labelled rows (class ids or values already
     made dense targets, a weight per term by the reduction)."""
@@ -103,12 +119,17 @@ class StepPlan:
     inputs: list[tuple[str, str]]  # (name, "tokens" | "vectors")
     lengths_of: dict[str, str]  # sequence -> the input whose lengths it has
     params: dict[str, int]  # network parameter -> its number of dimensions
-    cells: list[CellPart]
+    layers: list[CellPart | BiPart]  # in the order they run
     heads: list[HeadPart]
+
+    def cells(self) -> list[CellPart]:
+        return [c for layer in self.layers
+                for c in ((layer.forward, layer.backward) if isinstance(layer, BiPart)
+                          else (layer,))]
 
     def kernels(self) -> list[Kernel]:
         """Every kernel, in the order the step takes their addresses."""
-        return ([k for c in self.cells for k in (c.forward, c.backward)]
+        return ([k for c in self.cells() for k in (c.forward, c.backward)]
                 + [k for h in self.heads for k in (h.loss, h.backward)])
 
 
@@ -132,16 +153,19 @@ class _Step:
         self.kernel_names = [self.py.role("K_", k.label) for k in plan.kernels()]
         self.addresses = [self.py.role("at_", k.label) for k in plan.kernels()]
         self.seq = {n: self.py.role("seq_", n) for n, _ in plan.inputs}
-        self.seq.update((c.writes, self.py.role("seq_", c.writes)) for c in plan.cells)
+        self.seq.update((c.writes, self.py.role("seq_", c.writes)) for c in plan.cells())
+        self.seq.update((b.writes, self.py.role("seq_", b.writes)) for b in plan.layers)
+        self.seq.update((b.reversed, self.py.role("seq_", b.reversed)) for b in plan.layers
+                        if isinstance(b, BiPart))
         self.lengths = {n: self.py.role("lengths_", n) for n, _ in plan.inputs}
         self.param = {n: self.py.role("", n) for n in plan.params}
         self.grad = {n: self.py.role("g_", n) for n in plan.params}
         self.head_args = {h.name: tuple(self.py.role(p, h.name) for p in ("t_", "b_", "target_",
                                                                          "weight_"))
                           for h in plan.heads}
-        # the sequences a gradient reaches: those the heads and later cells read
-        read = {s for h in plan.heads for _, s, _ in h.reads} | {c.reads for c in plan.cells}
-        self.d_seq = {c.writes: self.py.role("d_", c.writes) for c in plan.cells
+        # the sequences a gradient reaches: those the heads and later layers read
+        read = {s for h in plan.heads for _, s, _ in h.reads} | {c.reads for c in plan.layers}
+        self.d_seq = {c.writes: self.py.role("d_", c.writes) for c in plan.layers
                       if c.writes in read}
 
     def arguments(self) -> list[tuple[str, str]]:
@@ -167,14 +191,20 @@ class _Step:
             w(comment("each parameter's gradient, summed into"))
             for n in self.plan.params:
                 w(f"{self.grad[n]} = zeros({self.param[n]}.shape, DT)")
-            for c in self.plan.cells:
-                self.write_forward(c)
-            for c in self.plan.cells:
-                if c.writes in self.d_seq:
-                    w(f"{self.d_seq[c.writes]} = zeros({self.seq[c.writes]}.shape, DT)")
+            for layer in self.plan.layers:
+                if isinstance(layer, BiPart):
+                    self.write_bidirectional(layer)
+                else:
+                    self.write_forward(layer)
+            for layer in self.plan.layers:
+                if layer.writes in self.d_seq:
+                    w(f"{self.d_seq[layer.writes]} = zeros({self.seq[layer.writes]}.shape, DT)")
             terms = [self.write_head(h) for h in self.plan.heads]
-            for c in reversed(self.plan.cells):
-                self.write_backward(c)
+            for layer in reversed(self.plan.layers):
+                if isinstance(layer, BiPart):
+                    self.write_bidirectional_backward(layer)
+                else:
+                    self.write_layer_backward(layer)
             w(f"return ({', '.join(terms + [self.grad[n] for n in self.plan.params])},)")
         return StepSource(self.module_head() + "\n".join(w.lines) + "\n",
                           "(" + ", ".join(t for _, t in args) + ",)")
@@ -270,16 +300,27 @@ class _Step:
     def rows_args(self, sizes: tuple[int, ...], names: list[str], value: dict) -> list[str]:
         return [str(n) for n in sizes] + [value[n] for n in names]
 
-    def write_backward(self, c: CellPart) -> None:
+    def write_layer_backward(self, c: CellPart) -> None:
+        d_out = self.d_seq.get(c.writes)
+        if d_out is None:  # nothing reads it: no gradient reaches it
+            d_out = self.py.role("d_", c.writes)
+            self.w(f"{d_out} = zeros({self.seq[c.writes]}.shape, DT)")
+        dx = self.write_backward(c, d_out)
+        if dx is not None and c.reads in self.d_seq:
+            d, w = self.d_seq[c.reads], self.w
+            with w.block(f"for _t in range({d}.shape[0]):"), \
+                    w.block(f"for _b in range({d}.shape[1]):"), \
+                    w.block(f"for _k in range({d}.shape[2]):"):
+                w(f"{d}[_t, _b, _k] += {dx}[_t, _b, _k]")
+
+    def write_backward(self, c: CellPart, d_out: str) -> str | None:
+        """The cell's backward run from `d_out`, its parameters' gradients
+        added in; the gradient of the vectors it reads (None for token ids)."""
         w, py = self.w, self.py
         x, lengths = self.seq[c.reads], self.lengths[self.plan.lengths_of[c.reads]]
         result, grads = py.role("r_", c.prefix), py.role("dr_", c.prefix)
         ni, ns = len(c.inputs), len(c.states)
         w(comment(f"layer {c.prefix}, backward"))
-        d_out = self.d_seq.get(c.writes)
-        if d_out is None:  # nothing reads it: no gradient reaches it
-            d_out = py.role("d_", c.writes)
-            w(f"{d_out} = zeros({self.seq[c.writes]}.shape, DT)")
         ends = []
         for s, size in c.states:
             ends.append(py.role("d_", f"{c.prefix} {s}", "_final"))
@@ -297,17 +338,73 @@ class _Step:
         for col in c.columns:
             w(f"copy_block({self.grad[col.weight]}, {at[col.param]}, 0, {col.lo}, "
               f"{at[col.param]}.shape[0], {col.hi - col.lo}, 0, 0, True)")
-        for i, n in enumerate(c.inputs):
-            k = next((k for k in c.lookups if k.input == n), None)
-            if k is not None:
-                w(f"add_by_id_into({self.grad[k.weight]}[:, {k.lo}:{k.hi}], {x}, {lengths}, "
-                  f"{grads}[{i}])")
-            elif c.reads in self.d_seq:
-                d = self.d_seq[c.reads]
-                with w.block(f"for _t in range({d}.shape[0]):"), \
-                        w.block(f"for _b in range({d}.shape[1]):"), \
-                        w.block(f"for _k in range({d}.shape[2]):"):
-                    w(f"{d}[_t, _b, _k] += {grads}[{i}][_t, _b, _k]")
+        for i, k in enumerate(c.lookups):
+            w(f"add_by_id_into({self.grad[k.weight]}[:, {k.lo}:{k.hi}], {x}, {lengths}, "
+              f"{grads}[{c.inputs.index(k.input)}])")
+        return None if c.lookups else f"{grads}[0]"
+
+    def reversed_step(self, b: BiPart) -> None:
+        """`_s`: the step `_t` of example `_b` reads in reverse (padding stays)."""
+        lengths = self.lengths[self.plan.lengths_of[b.reads]]
+        self.w(f"_s = {lengths}[_b] - 1 - _t if _t < {lengths}[_b] else _t")
+
+    def write_bidirectional(self, b: BiPart) -> None:
+        w = self.w
+        src, rev, out = self.seq[b.reads], self.seq[b.reversed], self.seq[b.writes]
+        w(comment(f"layer {b.writes}: the input with each example's steps in reverse, for "
+                  "the backward copy"))
+        w(f"{rev} = np.empty_like({src})")
+        with w.block(f"for _t in range({src}.shape[0]):"), \
+                w.block(f"for _b in range({src}.shape[1]):"):
+            self.reversed_step(b)
+            if b.tokens:
+                w(f"{rev}[_t, _b] = {src}[_s, _b]")
+            else:
+                with w.block(f"for _k in range({src}.shape[2]):"):
+                    w(f"{rev}[_t, _b, _k] = {src}[_s, _b, _k]")
+        self.write_forward(b.forward)
+        self.write_forward(b.backward)
+        na, nb = b.sizes
+        fwd, bwd = self.seq[b.forward.writes], self.seq[b.backward.writes]
+        w(comment(f"layer {b.writes}: both outputs per step, the backward copy's in order"))
+        w(f"{out} = empty(({fwd}.shape[0], {fwd}.shape[1], {na + nb}), DT)")
+        with w.block(f"for _t in range({fwd}.shape[0]):"), \
+                w.block(f"for _b in range({fwd}.shape[1]):"):
+            self.reversed_step(b)
+            with w.block(f"for _k in range({na}):"):
+                w(f"{out}[_t, _b, _k] = {fwd}[_t, _b, _k]")
+            with w.block(f"for _k in range({nb}):"):
+                w(f"{out}[_t, _b, {na} + _k] = {bwd}[_s, _b, _k]")
+
+    def write_bidirectional_backward(self, b: BiPart) -> None:
+        w, py = self.w, self.py
+        na, nb = b.sizes
+        d_out = self.d_seq.get(b.writes)
+        if d_out is None:  # nothing reads it: no gradient reaches it
+            d_out = py.role("d_", b.writes)
+            w(f"{d_out} = zeros({self.seq[b.writes]}.shape, DT)")
+        d_fwd, d_bwd = py.role("d_", b.forward.writes), py.role("d_", b.backward.writes)
+        w(comment(f"layer {b.writes}, backward: each copy's part of the gradient, the backward "
+                  "copy's in its own order"))
+        w(f"{d_fwd} = empty(({d_out}.shape[0], {d_out}.shape[1], {na}), DT)")
+        w(f"{d_bwd} = empty(({d_out}.shape[0], {d_out}.shape[1], {nb}), DT)")
+        with w.block(f"for _t in range({d_out}.shape[0]):"), \
+                w.block(f"for _b in range({d_out}.shape[1]):"):
+            self.reversed_step(b)
+            with w.block(f"for _k in range({na}):"):
+                w(f"{d_fwd}[_t, _b, _k] = {d_out}[_t, _b, _k]")
+            with w.block(f"for _k in range({nb}):"):
+                w(f"{d_bwd}[_t, _b, _k] = {d_out}[_s, _b, {na} + _k]")
+        dx = self.write_backward(b.forward, d_fwd)
+        dx_b = self.write_backward(b.backward, d_bwd)
+        if dx is not None and b.reads in self.d_seq:
+            d = self.d_seq[b.reads]
+            w(comment("the input's gradient: both copies', the backward one's in order"))
+            with w.block(f"for _t in range({d}.shape[0]):"), \
+                    w.block(f"for _b in range({d}.shape[1]):"):
+                self.reversed_step(b)
+                with w.block(f"for _k in range({d}.shape[2]):"):
+                    w(f"{d}[_t, _b, _k] += {dx}[_t, _b, _k] + {dx_b}[_s, _b, _k]")
 
     def add_into(self, param: str, value: str) -> None:
         """The parameter's gradient += value (as loops: an array expression

@@ -1,26 +1,28 @@
 """A network's training step as one compiled function (emit_step.py), for
-networks whose every piece runs as generated code: cell layers (alone or
-stacked) reading token ids through lookups or vectors, and heads over layer
-outputs or vector inputs whose loss rows the generator writes.
+networks whose every piece runs as generated code: cell layers (alone,
+stacked or bidirectional) reading token ids through lookups or vectors, and
+heads over layer outputs or vector inputs whose loss rows the generator
+writes.
 
 Python keeps what it does best and is cheap: the checks of every argument
 (the same functions as the layer-by-layer path), the heads' labelled rows
 and dense targets, the kernels' BLAS threads. Everything between runs in
-the compiled function: on the CharLM it took away most of the 0.2 ms of
-Python a 1.1 ms step spent between kernels (benchmarks/RESULTS.md).
+the compiled function: the CharLM's step spent a sixth to a fifth of its
+time in Python between the kernels before (benchmarks/RESULTS.md).
 
-Networks it does not cover (bidirectional layers, a layer starting from
-another's final state, one-hot token inputs, a head reading token ids, a
-sharded batch) run layer by layer as before; the results are the same
+What it does not cover (a layer starting from another's final state, token
+ids read as one-hot vectors or by a head, a batch the cells' plan shards
+over threads) runs layer by layer as before; the results are the same
 either way, to the bit (tests/test_fused_step.py).
 """
 from __future__ import annotations
 
-from ..layers import CellLayer, Stack
+from ..layers import Bidirectional, CellLayer, Stack
 from .blas import blas_threads
 from .call import address_of
 from .compile import cache_key, load_module
-from .emit_step import CellPart, Columns, HeadPart, Kernel, Lookup, StepPlan, generate_step
+from .emit_step import BiPart, CellPart, Columns, HeadPart, Kernel, Lookup, StepPlan, \
+    generate_step
 from .runtime import _reuse_freed_memory
 
 
@@ -41,15 +43,18 @@ def fused_step(net, losses: tuple[str, ...]):
 class FusedStep:
     def __init__(self, net, losses: tuple[str, ...]):
         self.net = net
-        self.cells = list(_cell_layers(net))
+        layers = [part for name, layer in net.layers.items()
+                  for part in _parts(net, layer, net.type.reads[name], name)]
         self.plan = StepPlan(
             network=net.type.name,
             inputs=[(n, "tokens" if kind == "tokens" else "vectors")
                     for n, (kind, _) in net.inputs.items()],
-            lengths_of=_lengths_of(net, self.cells),
+            lengths_of=_lengths_of(net, layers),
             params={n: _dims(n, s) for n, s in net.param_shapes.items()},
-            cells=[_cell_part(layer, reads, writes) for layer, reads, writes in self.cells],
+            layers=layers,
             heads=[_head_part(net, h, loss) for h, loss in zip(net.heads, losses)])
+        by_prefix = {c.prefix: c for layer in net.layers.values() for _, c in layer.cells()}
+        self.cells = [(by_prefix[part.prefix], part) for part in self.plan.cells()]
         gen = generate_step(self.plan, net.dtype.name)
         self.source = gen.source
         key = cache_key("network step", net.dtype.name, gen.source)
@@ -63,8 +68,8 @@ class FusedStep:
         net = self.net
         shape = {n: xs[n].shape[:2] for n in xs}
         threads = set()
-        for layer, reads, _ in self.cells:
-            T, B = shape[self.plan.lengths_of[reads]]
+        for layer, part in self.cells:
+            T, B = shape[self.plan.lengths_of[part.reads]]
             if T * B == 0:
                 return None
             plan = layer.runner._plan(T, B)
@@ -105,31 +110,38 @@ def _dims(name: str, shape: tuple) -> int:
     return len(shape)
 
 
-def _cell_layers(net):
-    """(cell layer, sequence it reads, sequence it writes) in the order they
-    run; a stack's inner sequences are named after it (`h.0`)."""
-    for name, layer in net.layers.items():
-        yield from _flatten(layer, net.type.reads[name], name)
-
-
-def _flatten(layer, reads: str, writes: str):
+def _parts(net, layer, reads: str, writes: str) -> list:
+    """The layer as the step's parts, in the order they run: cells (a
+    stack's, one after another, its inner sequences named after it: `h.0`)
+    and bidirectional layers of two cells."""
     if isinstance(layer, CellLayer):
-        yield layer, reads, writes
-    elif isinstance(layer, Stack):
-        last = len(layer.children) - 1
+        return [_cell_part(layer, reads, writes)]
+    if isinstance(layer, Stack):
+        parts, last = [], len(layer.children) - 1
         for i, child in enumerate(layer.children):
             out = writes if i == last else f"{writes}.{i}"
-            yield from _flatten(child, reads, out)
+            parts += _parts(net, child, reads, out)
             reads = out
-    else:
-        raise Unfused(f"a {type(layer).__name__} layer")
+        return parts
+    if isinstance(layer, Bidirectional) and all(isinstance(c, CellLayer)
+                                                for c in (layer.fwd, layer.bwd)):
+        back = f"{writes} reversed"
+        fwd = _cell_part(layer.fwd, reads, f"{writes} forward")
+        bwd = _cell_part(layer.bwd, back, f"{writes} backward")
+        tokens = net.inputs.get(reads, ("",))[0] == "tokens"
+        return [BiPart(reads, back, writes, tokens, fwd, bwd,
+                       (layer.fwd.out_size, layer.bwd.out_size))]
+    raise Unfused(f"a {type(layer).__name__} layer of this shape")
 
 
-def _lengths_of(net, cells) -> dict[str, str]:
+def _lengths_of(net, layers) -> dict[str, str]:
     """Each sequence's input, whose lengths it has."""
     root = {n: n for n in net.inputs}
-    for _, reads, writes in cells:
-        root[writes] = root[reads]
+    for part in layers:
+        root[part.writes] = root[part.reads]
+        if isinstance(part, BiPart):
+            for c in (part.forward, part.backward):
+                root[c.writes] = root[c.reads] = root[part.reads]
     return root
 
 
