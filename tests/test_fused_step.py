@@ -63,7 +63,7 @@ SIZES = {"Chain": {"X": 2, "Y": 3}, "ManyToOne": {"X": 2, "Y": 3},
          "TwoHeads": {"X": 2, "Y": 2, "Z": 2, "V": 3}, "Tokens": {"X": 5, "Y": 4},
          "Tagged": {"X": 2, "Y": 3, "Z": 2}, "TaggedTokens": {"X": 5, "Y": 3},
          "Decoder": {"X": 4, "Y": 5, "Y2": 5}}
-FUSED = ["Chain", "ManyToOne", "TwoHeads", "Tokens", "Tagged", "TaggedTokens"]
+FUSED = ["Chain", "ManyToOne", "TwoHeads", "Tokens", "Tagged", "TaggedTokens", "Decoder"]
 
 
 def network(name, dtype=np.float64) -> Network:
@@ -102,14 +102,16 @@ def test_the_compiled_step_gives_what_the_layers_give(name, dtype, monkeypatch):
     """Variable lengths with a length-0 example, unlabelled steps, B = 1 and
     T = 1, a mask and the sum; per-step and last-step heads, class ids and
     dense targets, stacked and bidirectional layers (on vectors and token
-    ids), a layer reading a layer, token lookups."""
+    ids), a layer reading a layer, token lookups, a decoder starting from an
+    encoder's final states (two inputs of their own lengths)."""
     net = network(name, dtype)
     for steps, batch, seed in [(5, 4, 0), (1, 1, 1), (3, 3, 2)]:
-        pb = random_network_problem(net, steps=steps, batch=batch, seed=seed)
+        pb = random_network_problem(net, steps=steps, batch=batch, seed=seed,
+                                    steps_by_input={"y": max(steps - 1, 1)})
         args = (pb.params, pb.inputs, pb.lengths, pb.targets)
         assert_same(fused_only(net, monkeypatch, *args), layer_by_layer(net, *args))
-        masks = {h.name: np.random.default_rng(seed).random((steps, batch) if h.per_step
-                                                           else (batch,)) < 0.6
+        masks = {h.name: np.random.default_rng(seed).random(
+                     np.shape(pb.targets[h.name])[:2 if h.per_step else 1]) < 0.6
                  for h in net.heads}
         for kwargs in ({"reduction": "sum"}, {"mask": masks}):
             assert_same(fused_only(net, monkeypatch, *args, **kwargs),
@@ -125,11 +127,18 @@ def test_a_head_with_no_labelled_row_adds_nothing(monkeypatch):
     assert got[0] == 0.0 and not got[1]["Wy"].any()
 
 
-def test_networks_it_does_not_cover_run_layer_by_layer():
-    """A decoder starting from an encoder's state has no compiled step; the
-    answer is the layers' own."""
-    net = network("Decoder")
-    pb = random_network_problem(net, steps=4, batch=3, seed=0, steps_by_input={"y": 3})
+@pytest.mark.parametrize("body", [
+    # a head reading token ids (as one-hot rows)
+    "input x : tokens\n h = RNN(H=2)(x)\n output ŷ<t> = softmax(Wy h<t> + Wx x<t> + by)",
+    # two decoders starting from one encoder's states
+    "input x\n e = RNN(H=2)(x)\n d = RNN(H=2, init=e<T>)(x)\n f = RNN(H=2, init=e<T>)(d)\n"
+    " output ŷ<t> = softmax(Wy f<t> + by)",
+])
+def test_networks_it_does_not_cover_run_layer_by_layer(body):
+    """The answer is the layers' own."""
+    spec = seqdsl.loads("network N {\n" + body + "\n}\n")
+    net = seqdsl.instantiate(spec.network("N"), sizes={"X": 3, "Y": 3}, backend="numba")
+    pb = random_network_problem(net, steps=4, batch=3, seed=0)
     args = (pb.params, pb.inputs, pb.lengths, pb.targets)
     got = net.loss_and_grad(*args)
     assert list(net._steps.values()) == [None]

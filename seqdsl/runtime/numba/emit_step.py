@@ -18,119 +18,14 @@ appear only in comments.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .codegen import JIT, Names, _Writer, comment, docstring
+from .step_plan import BiPart, CellPart, HeadPart, Kernel, StepPlan
 
 # What the generated module itself names, reserved before any spec name.
 STEP_NAMES = ("sys", "call_at", "kernel_type", "gather_into", "add_by_id_into", "loss_and_grad",
               "DT", "_i", "_k", "_t", "_b", "_s")
-
-
-@dataclass
-class Kernel:
-    """A generated kernel the step calls: its module, function and args."""
-
-    module: str  # the name the kernel's module has in sys.modules
-    function: str  # "forward", "backward", "run"
-    signature: str  # the Numba signature it was compiled for
-    label: str  # what it runs, to name it by: `a forward`, `ŷ loss backward`
-
-
-@dataclass
-class Lookup:
-    """Columns `lo:hi` of weight `weight`, picked by the token ids."""
-
-    input: str  # the runner's input it feeds
-    weight: str  # network parameter
-    lo: int
-    hi: int
-
-
-@dataclass
-class Columns:
-    """Columns `lo:hi` of weight `weight`, a parameter of the runner."""
-
-    param: str  # the runner's parameter
-    weight: str  # network parameter
-    lo: int
-    hi: int
-
-
-@dataclass
-class CellPart:
-    """One cell layer: it reads sequence `reads` (an input's token ids with
-    lookups, or vectors) and writes sequence `writes`."""
-
-    prefix: str  # `a`, `h.0`
-    reads: str
-    writes: str
-    forward: Kernel
-    backward: Kernel
-    size_args: tuple[int, ...]
-    inputs: list[str]  # the runner's inputs, in the kernels' order
-    states: list[tuple[str, int]]  # (name, size) in the kernels' order
-    params: list[str]  # the runner's parameters, in the kernels' order
-    own: dict[str, str]  # runner parameter -> network parameter (the cell's own)
-    n_tapes: int
-    lookups: list[Lookup] = field(default_factory=list)  # empty: vectors
-    columns: list[Columns] = field(default_factory=list)
-
-
-@dataclass
-class BiPart:
-    """A bidirectional layer: `forward` reads sequence `reads`, `backward`
-    reads it with each example's valid steps in reverse (`reversed`), and
-    `writes` is their outputs side by side, the backward copy's put back in
-    order (the layers' `reverse_each`)."""
-
-    reads: str
-    reversed: str
-    writes: str
-    tokens: bool
-    forward: CellPart
-    backward: CellPart
-    sizes: tuple[int, int]  # the two outputs' sizes
-
-
-@dataclass
-class HeadPart:
-    """One head's loss over its labelled rows (class ids or values already
-    made dense targets, a weight per term by the reduction)."""
-
-    name: str
-    reads: list[tuple[str, str, int]]  # (graph input, sequence, size)
-    params: dict[str, str]  # graph parameter -> network parameter
-    target: str  # the loss graph's target input
-    terms: str  # the loss graph's output
-    loss: Kernel
-    loss_args: list[str]
-    loss_returns: list[str]
-    backward: Kernel
-    backward_args: list[str]
-    backward_returns: list[str]
-    loss_sizes: tuple[int, ...]  # the size arguments each kernel takes first
-    backward_sizes: tuple[int, ...]
-
-
-@dataclass
-class StepPlan:
-    network: str
-    inputs: list[tuple[str, str]]  # (name, "tokens" | "vectors")
-    lengths_of: dict[str, str]  # sequence -> the input whose lengths it has
-    params: dict[str, int]  # network parameter -> its number of dimensions
-    layers: list[CellPart | BiPart]  # in the order they run
-    heads: list[HeadPart]
-
-    def cells(self) -> list[CellPart]:
-        return [c for layer in self.layers
-                for c in ((layer.forward, layer.backward) if isinstance(layer, BiPart)
-                          else (layer,))]
-
-    def kernels(self) -> list[Kernel]:
-        """Every kernel, in the order the step takes their addresses."""
-        return ([k for c in self.cells() for k in (c.forward, c.backward)]
-                + [k for h in self.heads for k in (h.loss, h.backward)])
 
 
 @dataclass
@@ -226,6 +121,9 @@ class _Step:
         return (f"call_at({self.kernel_names[index]}, {self.addresses[index]}, "
                 f"({', '.join(args)},))")
 
+    def cell(self, prefix: str) -> CellPart:
+        return next(c for c in self.plan.cells() if c.prefix == prefix)
+
     def kernel_index(self, kernel: Kernel) -> int:
         return next(i for i, k in enumerate(self.plan.kernels()) if k is kernel)
 
@@ -250,7 +148,12 @@ class _Step:
               f"{col.lo}, False)")
         own.update((n, self.param[k]) for n, k in c.own.items())
         starts = []
-        for s, size in c.states:
+        if c.init is not None:  # the other cell's final states, by name
+            source = self.cell(c.init)
+            w(comment(f"starting from layer {c.init}'s final states"))
+            starts = [f"{py.role('r_', c.init)}[{1 + [n for n, _ in source.states].index(s)}]"
+                      for s, _ in c.states]
+        for s, size in c.states if c.init is None else ():
             starts.append(py.role("", f"{c.prefix} {s}", "0"))
             w(f"{starts[-1]} = zeros(({x}.shape[1], {size}), DT)")
         result = py.role("r_", c.prefix)
@@ -322,7 +225,13 @@ class _Step:
         ni, ns = len(c.inputs), len(c.states)
         w(comment(f"layer {c.prefix}, backward"))
         ends = []
-        for s, size in c.states:
+        later = [d for d in self.plan.cells() if d.init == c.prefix]
+        if later:  # the gradient of its final states: the other cell's initial states'
+            (d,) = later
+            w(comment(f"its final states' gradient: layer {d.prefix}'s initial states'"))
+            ends = [f"{py.role('dr_', d.prefix)}[{len(d.inputs) + [n for n, _ in d.states].index(s)}]"
+                    for s, _ in c.states]
+        for s, size in c.states if not later else ():
             ends.append(py.role("d_", f"{c.prefix} {s}", "_final"))
             w(f"{ends[-1]} = zeros(({x}.shape[1], {size}), DT)")
         own = {n: self.param[k] for n, k in c.own.items()}

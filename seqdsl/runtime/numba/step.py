@@ -1,8 +1,8 @@
 """A network's training step as one compiled function (emit_step.py), for
 networks whose every piece runs as generated code: cell layers (alone,
-stacked or bidirectional) reading token ids through lookups or vectors, and
-heads over layer outputs or vector inputs whose loss rows the generator
-writes.
+stacked or bidirectional, or starting from another layer's final states)
+reading token ids through lookups or vectors, and heads over layer outputs
+or vector inputs whose loss rows the generator writes.
 
 Python keeps what it does best and is cheap: the checks of every argument
 (the same functions as the layer-by-layer path), the heads' labelled rows
@@ -10,10 +10,10 @@ and dense targets, the kernels' BLAS threads. Everything between runs in
 the compiled function: the CharLM's step spent a sixth to a fifth of its
 time in Python between the kernels before (benchmarks/RESULTS.md).
 
-What it does not cover (a layer starting from another's final state, token
-ids read as one-hot vectors or by a head, a batch the cells' plan shards
-over threads) runs layer by layer as before; the results are the same
-either way, to the bit (tests/test_fused_step.py).
+What it does not cover (token ids read as one-hot vectors or by a head,
+several layers starting from one layer's states, a batch the cells' plan
+shards over threads) runs layer by layer as before; the results are the
+same either way, to the bit (tests/test_fused_step.py).
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from ..layers import Bidirectional, CellLayer, Stack
 from .blas import blas_threads
 from .call import address_of
 from .compile import cache_key, load_module
-from .emit_step import BiPart, CellPart, Columns, HeadPart, Kernel, Lookup, StepPlan, \
-    generate_step
+from .emit_step import generate_step
+from .step_plan import BiPart, CellPart, Columns, HeadPart, Kernel, Lookup, StepPlan
 from .runtime import _reuse_freed_memory
 
 
@@ -53,6 +53,7 @@ class FusedStep:
             params={n: _dims(n, s) for n, s in net.param_shapes.items()},
             layers=layers,
             heads=[_head_part(net, h, loss) for h, loss in zip(net.heads, losses)])
+        _check_inits(self.plan)
         by_prefix = {c.prefix: c for layer in net.layers.values() for _, c in layer.cells()}
         self.cells = [(by_prefix[part.prefix], part) for part in self.plan.cells()]
         gen = generate_step(self.plan, net.dtype.name)
@@ -134,6 +135,22 @@ def _parts(net, layer, reads: str, writes: str) -> list:
     raise Unfused(f"a {type(layer).__name__} layer of this shape")
 
 
+def _check_inits(plan: StepPlan) -> None:
+    """A cell starting from another's final states: the other a plain cell
+    layer that runs before it, with the same states, and no other cell
+    starting from it (its states' gradient is then that cell's alone)."""
+    order = {c.prefix: i for i, c in enumerate(plan.layers) if isinstance(c, CellPart)}
+    for cell in plan.cells():
+        if cell.init is None:
+            continue
+        source = plan.layers[order[cell.init]] if cell.init in order else None
+        if (source is None or cell.prefix not in order or order[cell.init] > order[cell.prefix]
+                or {n for n, _ in source.states} != {n for n, _ in cell.states}
+                or sum(d.init == cell.init for d in plan.cells()) > 1):
+            raise Unfused(f"layer {cell.prefix} starts from {cell.init}'s final states in a way "
+                          "the step does not cover")
+
+
 def _lengths_of(net, layers) -> dict[str, str]:
     """Each sequence's input, whose lengths it has."""
     root = {n: n for n in net.inputs}
@@ -151,8 +168,6 @@ def _kernel(loaded, function: str, signature: str, label: str) -> Kernel:
 
 def _cell_part(layer: CellLayer, reads: str, writes: str) -> CellPart:
     runner = layer.runner
-    if layer.init:
-        raise Unfused("a layer starting from another layer's final state")
     if layer.vocabulary and layer.tokens is None:
         raise Unfused("token ids read as one-hot vectors")
     if not hasattr(runner, "loaded"):
@@ -178,7 +193,7 @@ def _cell_part(layer: CellLayer, reads: str, writes: str) -> CellPart:
         size_args=tuple(runner._size_args), inputs=list(runner._inputs_order),
         states=[(s, runner.state_sizes[s]) for s in runner._states_order],
         params=list(runner.param_shapes), own=own, n_tapes=runner._n_tapes,
-        lookups=lookups, columns=columns)
+        lookups=lookups, columns=columns, init=layer.init or None)
 
 
 def _head_part(net, h, loss: str) -> HeadPart:
