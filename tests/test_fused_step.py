@@ -118,6 +118,20 @@ def test_the_compiled_step_gives_what_the_layers_give(name, dtype, monkeypatch):
                         layer_by_layer(net, *args, **kwargs))
 
 
+def test_arrays_of_any_layout_are_taken(monkeypatch):
+    """Token ids in Fortran order, strided vectors and parameters, lengths
+    as a list: the step gets them C-contiguous, as its signature says."""
+    for name in ("Tokens", "Chain"):
+        net = network(name)
+        pb = random_network_problem(net, steps=4, batch=3, seed=2)
+        (x,) = pb.inputs.values()
+        x = np.asfortranarray(x) if x.ndim == 2 else np.repeat(x, 2, axis=1)[:, ::2]
+        assert not x.flags.c_contiguous
+        params = {k: np.asfortranarray(v) for k, v in pb.params.items()}
+        args = (params, x, list(next(iter(pb.lengths.values()))), pb.targets)
+        assert_same(fused_only(net, monkeypatch, *args), layer_by_layer(net, *args))
+
+
 def test_a_head_with_no_labelled_row_adds_nothing(monkeypatch):
     net = network("Chain")
     pb = random_network_problem(net, steps=3, batch=2, seed=4)

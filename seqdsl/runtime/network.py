@@ -177,7 +177,7 @@ class Network:
         if a.ndim != 2 or a.dtype.kind not in "iu":
             raise SeqError(f"inputs[{name!r}]: expected integer token ids of shape (T, B); "
                            f"given {validate.describe(ids)}")
-        return a.astype(np.int64)
+        return np.ascontiguousarray(a, np.int64)  # as the compiled step takes them
 
     def _check_ids(self, name, ids, lengths, vocabulary: int) -> None:
         used = ids[validate.valid_steps(len(ids), lengths)]

@@ -60,6 +60,9 @@ def prepare(source: str, task: SearchTask, budget: Budget):
     tr, va = split_valid(len(everything), VALID_FRACTION, budget.seed)
     net = instantiate(nt, sizes=network_sizes(nt, t), dtype=np.float32,
                       backend=budget.backend)
+    # A trial's few hundred small steps would save less than compiling its
+    # network's step as one function costs (~1.5 s for each new cell).
+    net.fused = False
     return net, net.init_params(budget.seed), [everything[i] for i in tr], \
         [everything[i] for i in va]
 
