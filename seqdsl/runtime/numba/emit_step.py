@@ -45,6 +45,8 @@ class _Step:
         for n in STEP_NAMES:
             self.py.reserve(n)
         self.w = _Writer()
+        self.forward_results: dict[str, list[str]] = {}  # what each cell's forward returned
+        self.backward_results: dict[str, list[str]] = {}
         self.kernel_names = [self.py.role("K_", k.label) for k in plan.kernels()]
         self.addresses = [self.py.role("at_", k.label) for k in plan.kernels()]
         self.seq = {n: self.py.role("seq_", n) for n, _ in plan.inputs}
@@ -121,6 +123,10 @@ class _Step:
         return (f"call_at({self.kernel_names[index]}, {self.addresses[index]}, "
                 f"({', '.join(args)},))")
 
+    def results(self, owner: str, names: list[str]) -> list[str]:
+        """Identifiers for what a kernel call returns, unpacked at once."""
+        return [self.py.role("", f"{owner} {n}") for n in names]
+
     def cell(self, prefix: str) -> CellPart:
         return next(c for c in self.plan.cells() if c.prefix == prefix)
 
@@ -151,16 +157,18 @@ class _Step:
         if c.init is not None:  # the other cell's final states, by name
             source = self.cell(c.init)
             w(comment(f"starting from layer {c.init}'s final states"))
-            starts = [f"{py.role('r_', c.init)}[{1 + [n for n, _ in source.states].index(s)}]"
+            starts = [self.forward_results[c.init][1 + [n for n, _ in source.states].index(s)]
                       for s, _ in c.states]
         for s, size in c.states if c.init is None else ():
             starts.append(py.role("", f"{c.prefix} {s}", "0"))
             w(f"{starts[-1]} = zeros(({x}.shape[1], {size}), DT)")
-        result = py.role("r_", c.prefix)
         args = ([str(n) for n in c.size_args] + [ins[n] for n in c.inputs] + [lengths]
                 + starts + [own[n] for n in c.params])
-        w(f"{result} = {self.call(self.kernel_index(c.forward), args)}")
-        w(f"{self.seq[c.writes]} = {result}[0]")
+        got = ([self.seq[c.writes]] + self.results(c.prefix, [f"{s} final" for s, _ in c.states])
+               + self.results(c.prefix, c.inputs) + self.results(c.prefix, [
+                   f"tape {i}" for i in range(c.n_tapes)]))
+        self.forward_results[c.prefix] = got
+        w(f"{', '.join(got)} = {self.call(self.kernel_index(c.forward), args)}")
 
     def write_head(self, h: HeadPart) -> str:
         w, py = self.w, self.py
@@ -178,20 +186,21 @@ class _Step:
                     w(f"{value[name]}[_i, _k] = {self.seq[s]}[{t}[_i], {b}[_i], _k]")
             value.update((g, self.param[p]) for g, p in h.params.items())
             value[h.target] = target
-            loss = py.role("l_", h.name)
-            w(f"{loss} = {self.call(self.kernel_index(h.loss), self.rows_args(h.loss_sizes, h.loss_args, value))}")
-            value.update((r, f"{loss}[{i}]") for i, r in enumerate(h.loss_returns))
-            w(f"{terms} = {loss}[{h.loss_returns.index(h.terms)}]")
+            made = self.results(h.name, h.loss_returns)
+            made[h.loss_returns.index(h.terms)] = terms
+            w(f"{', '.join(made)}, = "
+              f"{self.call(self.kernel_index(h.loss), self.rows_args(h.loss_sizes, h.loss_args, value))}")
+            value.update(zip(h.loss_returns, made))
             value[f"d_{h.terms}"] = py.role("d_terms_", h.name)
             d_terms = value[f"d_{h.terms}"]
             w(f"{d_terms} = empty({terms}.shape, DT)")
             with w.block(f"for _i in range({n}):"), \
                     w.block(f"for _k in range({terms}.shape[1]):"):
                 w(f"{d_terms}[_i, _k] = {weight}")
-            grads = py.role("dl_", h.name)
-            w(f"{grads} = "
+            grads = self.results(h.name, h.backward_returns)
+            w(f"{', '.join(grads)}, = "
               f"{self.call(self.kernel_index(h.backward), self.rows_args(h.backward_sizes, h.backward_args, value))}")
-            got = {r: f"{grads}[{i}]" for i, r in enumerate(h.backward_returns)}
+            got = dict(zip(h.backward_returns, grads))
             for name, s, size in h.reads:
                 if s in self.d_seq:
                     with w.block(f"for _i in range({n}):"), w.block(f"for _k in range({size}):"):
@@ -221,7 +230,7 @@ class _Step:
         added in; the gradient of the vectors it reads (None for token ids)."""
         w, py = self.w, self.py
         x, lengths = self.seq[c.reads], self.lengths[self.plan.lengths_of[c.reads]]
-        result, grads = py.role("r_", c.prefix), py.role("dr_", c.prefix)
+        result = self.forward_results[c.prefix]
         ni, ns = len(c.inputs), len(c.states)
         w(comment(f"layer {c.prefix}, backward"))
         ends = []
@@ -229,7 +238,8 @@ class _Step:
         if later:  # the gradient of its final states: the other cell's initial states'
             (d,) = later
             w(comment(f"its final states' gradient: layer {d.prefix}'s initial states'"))
-            ends = [f"{py.role('dr_', d.prefix)}[{len(d.inputs) + [n for n, _ in d.states].index(s)}]"
+            ends = [self.backward_results[d.prefix][len(d.inputs)
+                                                    + [n for n, _ in d.states].index(s)]
                     for s, _ in c.states]
         for s, size in c.states if not later else ():
             ends.append(py.role("d_", f"{c.prefix} {s}", "_final"))
@@ -237,11 +247,13 @@ class _Step:
         own = {n: self.param[k] for n, k in c.own.items()}
         own.update((col.param, py.role("", f"{c.prefix} {col.param}")) for col in c.columns)
         args = ([str(n) for n in c.size_args] + [d_out] + ends + [lengths]
-                + [f"{result}[{1 + ns + i}]" for i in range(ni)]
-                + [f"{result}[{1 + ns + ni + i}]" for i in range(c.n_tapes)]
+                + result[1 + ns:]
                 + [own[n] for n in c.params])
-        w(f"{grads} = {self.call(self.kernel_index(c.backward), args)}")
-        at = {n: f"{grads}[{ni + ns + i}]" for i, n in enumerate(c.params)}
+        grads = self.results(c.prefix, [f"d_{n}" for n in c.inputs]
+                             + [f"d_{s}0" for s, _ in c.states] + [f"d_{n}" for n in c.params])
+        self.backward_results[c.prefix] = grads
+        w(f"{', '.join(grads)} = {self.call(self.kernel_index(c.backward), args)}")
+        at = dict(zip(c.params, grads[ni + ns:]))
         for n, k in c.own.items():
             self.add_into(k, at[n])
         for col in c.columns:
@@ -249,8 +261,8 @@ class _Step:
               f"{at[col.param]}.shape[0], {col.hi - col.lo}, 0, 0, True)")
         for i, k in enumerate(c.lookups):
             w(f"add_by_id_into({self.grad[k.weight]}[:, {k.lo}:{k.hi}], {x}, {lengths}, "
-              f"{grads}[{c.inputs.index(k.input)}])")
-        return None if c.lookups else f"{grads}[0]"
+              f"{grads[c.inputs.index(k.input)]})")
+        return None if c.lookups else grads[0]
 
     def reversed_step(self, b: BiPart) -> None:
         """`_s`: the step `_t` of example `_b` reads in reverse (padding stays)."""
