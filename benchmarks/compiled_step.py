@@ -123,7 +123,7 @@ def _write(path: Path, med: dict, ratios: list, steps: int, load: list, args) ->
         f"Run {datetime.date.today()} by `python benchmarks/compiled_step.py --rounds "
         f"{args.rounds} --repeats {args.repeats}` on {_cpu()}; numpy {numpy.__version__}, "
         f"numba {numba.__version__}. The CharLM's training step (the batches, sizes and "
-        "Adam of *CharLM training* above): `Network.loss_and_grad` as one compiled "
+        "Adam of *CharLM training*): `Network.loss_and_grad` as one compiled "
         "function that calls the cell's and the head's generated kernels by address "
         "(`seqdsl/runtime/numba/step.py`, the default on the numba backend) against the "
         "same network run layer by layer (`net.fused = False`). Both give the same loss "
