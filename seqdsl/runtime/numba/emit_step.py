@@ -18,6 +18,7 @@ appear only in comments.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from .codegen import JIT, Names, _Writer, comment, docstring
@@ -264,10 +265,15 @@ class _Step:
               f"{grads[c.inputs.index(k.input)]})")
         return None if c.lookups else grads[0]
 
-    def reversed_step(self, b: BiPart) -> None:
-        """`_s`: the step `_t` of example `_b` reads in reverse (padding stays)."""
+    @contextlib.contextmanager
+    def each_step(self, b: BiPart, a: str):
+        """Loops over the steps `_t` and examples `_b` of `a`, with `_s` the
+        step that `_t` is in reverse (each example's own; padding stays)."""
         lengths = self.lengths[self.plan.lengths_of[b.reads]]
-        self.w(f"_s = {lengths}[_b] - 1 - _t if _t < {lengths}[_b] else _t")
+        with self.w.block(f"for _t in range({a}.shape[0]):"), \
+                self.w.block(f"for _b in range({a}.shape[1]):"):
+            self.w(f"_s = {lengths}[_b] - 1 - _t if _t < {lengths}[_b] else _t")
+            yield
 
     def write_bidirectional(self, b: BiPart) -> None:
         w = self.w
@@ -275,9 +281,7 @@ class _Step:
         w(comment(f"layer {b.writes}: the input with each example's steps in reverse, for "
                   "the backward copy"))
         w(f"{rev} = np.empty_like({src})")
-        with w.block(f"for _t in range({src}.shape[0]):"), \
-                w.block(f"for _b in range({src}.shape[1]):"):
-            self.reversed_step(b)
+        with self.each_step(b, src):
             if b.tokens:
                 w(f"{rev}[_t, _b] = {src}[_s, _b]")
             else:
@@ -289,13 +293,17 @@ class _Step:
         fwd, bwd = self.seq[b.forward.writes], self.seq[b.backward.writes]
         w(comment(f"layer {b.writes}: both outputs per step, the backward copy's in order"))
         w(f"{out} = empty(({fwd}.shape[0], {fwd}.shape[1], {na + nb}), DT)")
-        with w.block(f"for _t in range({fwd}.shape[0]):"), \
-                w.block(f"for _b in range({fwd}.shape[1]):"):
-            self.reversed_step(b)
-            with w.block(f"for _k in range({na}):"):
-                w(f"{out}[_t, _b, _k] = {fwd}[_t, _b, _k]")
-            with w.block(f"for _k in range({nb}):"):
-                w(f"{out}[_t, _b, {na} + _k] = {bwd}[_s, _b, _k]")
+        self.copy_halves(b, out, fwd, bwd, join=True)
+
+    def copy_halves(self, b: BiPart, whole: str, first: str, second: str, join: bool) -> None:
+        """`whole`'s features: `first`'s, then `second`'s with each example's
+        steps in reverse; copied into `whole` (join) or out of it."""
+        na, nb = b.sizes
+        with self.each_step(b, whole):
+            for n, at, part, step in ((na, "", first, "_t"), (nb, f"{na} + ", second, "_s")):
+                with self.w.block(f"for _k in range({n}):"):
+                    joined, half = f"{whole}[_t, _b, {at}_k]", f"{part}[{step}, _b, _k]"
+                    self.w(f"{joined} = {half}" if join else f"{half} = {joined}")
 
     def write_bidirectional_backward(self, b: BiPart) -> None:
         w, py = self.w, self.py
@@ -309,22 +317,13 @@ class _Step:
                   "copy's in its own order"))
         w(f"{d_fwd} = empty(({d_out}.shape[0], {d_out}.shape[1], {na}), DT)")
         w(f"{d_bwd} = empty(({d_out}.shape[0], {d_out}.shape[1], {nb}), DT)")
-        with w.block(f"for _t in range({d_out}.shape[0]):"), \
-                w.block(f"for _b in range({d_out}.shape[1]):"):
-            self.reversed_step(b)
-            with w.block(f"for _k in range({na}):"):
-                w(f"{d_fwd}[_t, _b, _k] = {d_out}[_t, _b, _k]")
-            with w.block(f"for _k in range({nb}):"):
-                w(f"{d_bwd}[_t, _b, _k] = {d_out}[_s, _b, {na} + _k]")
+        self.copy_halves(b, d_out, d_fwd, d_bwd, join=False)
         dx = self.write_backward(b.forward, d_fwd)
         dx_b = self.write_backward(b.backward, d_bwd)
         if dx is not None and b.reads in self.d_seq:
             d = self.d_seq[b.reads]
             w(comment("the input's gradient: both copies', the backward one's in order"))
-            with w.block(f"for _t in range({d}.shape[0]):"), \
-                    w.block(f"for _b in range({d}.shape[1]):"):
-                self.reversed_step(b)
-                with w.block(f"for _k in range({d}.shape[2]):"):
+            with self.each_step(b, d), w.block(f"for _k in range({d}.shape[2]):"):
                     w(f"{d}[_t, _b, _k] += {dx}[_t, _b, _k] + {dx_b}[_s, _b, _k]")
 
     def add_into(self, param: str, value: str) -> None:
