@@ -17,6 +17,8 @@ same either way, to the bit (tests/test_fused_step.py).
 """
 from __future__ import annotations
 
+import sys
+
 from ..layers import Bidirectional, CellLayer, Stack
 from .blas import blas_threads
 from .call import address_of
@@ -77,9 +79,10 @@ class FusedStep:
             if plan.shards > 1:
                 return None
             threads.add(plan.blas_threads)
-            layer.runner._check_memory(f"a backward run over T={T}, B={B} needs",
-                                       layer.runner._run_bytes(T, B, True),
-                                       "run a smaller batch or fewer steps at a time")
+            for run, backward in (("forward", False), ("backward", True)):  # as the cells check
+                layer.runner._check_memory(f"a {run} run over T={T}, B={B} needs",
+                                           layer.runner._run_bytes(T, B, backward),
+                                           "run a smaller batch or fewer steps at a time")
         if len(threads) > 1:
             return None
         rows, weights = [], []
@@ -101,7 +104,6 @@ class FusedStep:
 
 
 def _module(k: Kernel):
-    import sys
     return sys.modules[k.module]
 
 
