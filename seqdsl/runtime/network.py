@@ -197,7 +197,7 @@ class Network:
         the keys of `final`), as a model run one step at a time carries them;
         a layer given none starts from zero, or from its `init`."""
         with self._blas():
-            return self._forward(params, inputs, lengths, states)
+            return self._forward(self._checked(params, inputs, lengths), states)
 
     def blas_policy(self):
         """A context for work around this network's (a training loop's
@@ -209,12 +209,18 @@ class Network:
         """The cell layers by the names `final` and `states` use."""
         return [prefix for layer in self.layers.values() for prefix, _ in layer.cells()]
 
-    def _forward(self, params, inputs, lengths, states=None, heads=True) -> NetworkResult:
+    def _checked(self, params, inputs, lengths) -> tuple[dict, dict, dict]:
+        """The checked parameters, inputs and each input's lengths."""
+        return (self._params(params), *self._inputs(inputs, lengths))
+
+    def _params(self, params) -> dict[str, np.ndarray]:
+        return validate.params(params, self.param_shapes, {}, self.dtype,
+                               f"network {self.type.name}'s parameters")
+
+    def _forward(self, checked, states=None, heads=True) -> NetworkResult:
         """The layers' sequences, and the heads' outputs unless `heads` is
         False (a loss runs the heads itself)."""
-        p = validate.params(params, self.param_shapes, {}, self.dtype,
-                            f"network {self.type.name}'s parameters")
-        xs, ls = self._inputs(inputs, lengths)
+        p, xs, ls = checked
         seqs, run = dict(xs), Run(starts=self._starts(states))
         for name, layer in self.layers.items():
             src = self.type.reads[name]
@@ -294,8 +300,7 @@ class Network:
             raise SeqError(f"result: expected the result of this network's forward, given "
                            f"{validate.describe(result)}", hint="out = net.forward(params, "
                            "inputs, lengths); net.loss(out, targets)")
-        p = validate.params(run.params, self.param_shapes, {}, self.dtype,
-                            f"network {self.type.name}'s parameters")
+        p = self._params(run.params)
         seqs, lengths = dict(run.sequences), {}
         for h in self.heads:
             T, B = np.shape(seqs[h.reads[0]])[:2]
@@ -306,12 +311,12 @@ class Network:
         return p, seqs, lengths
 
     def _loss_and_grad(self, params, inputs, lengths, targets, mask, loss, reduction):
+        checked = self._checked(params, inputs, lengths)
         if self.fused:
-            done = self._fused_loss_and_grad(params, inputs, lengths, targets, mask, loss,
-                                             reduction)
+            done = self._fused_loss_and_grad(*checked, targets, mask, loss, reduction)
             if done is not None:
                 return done
-        r = self._forward(params, inputs, lengths, heads=False)
+        r = self._forward(checked, heads=False)
         p, seqs = r.run.params, r.run.sequences
         per_head = _per_heads(self.heads, targets, mask, loss)
         grads = {n: np.zeros(s, self.dtype) for n, s in self.param_shapes.items()}
@@ -334,13 +339,9 @@ class Network:
                 d_seqs[src] += d
         return total, grads
 
-
-    def _fused_loss_and_grad(self, params, inputs, lengths, targets, mask, loss, reduction):
-        """`loss_and_grad` by the network's compiled step, from the same checks;
-        None where it runs layer by layer instead."""
-        p = validate.params(params, self.param_shapes, {}, self.dtype,
-                            f"network {self.type.name}'s parameters")
-        xs, ls = self._inputs(inputs, lengths)
+    def _fused_loss_and_grad(self, p, xs, ls, targets, mask, loss, reduction):
+        """`loss_and_grad` by the network's compiled step from the checked
+        arguments; None where it runs layer by layer instead."""
         per_head = _per_heads(self.heads, targets, mask, loss)
         losses = tuple(h.check_loss(per_head["loss"][h.name]) for h in self.heads)
         if losses not in self._steps:
