@@ -62,7 +62,7 @@ class _Step:
                                                                          "weight_"))
                           for h in plan.heads}
         # the sequences a gradient reaches: those the heads and later layers read
-        read = {s for h in plan.heads for _, s, _ in h.reads} | {c.reads for c in plan.layers}
+        read = {s for h in plan.heads for s, _ in h.reads} | {c.reads for c in plan.layers}
         self.d_seq = {c.writes: self.py.role("d_", c.writes) for c in plan.layers
                       if c.writes in read}
 
@@ -120,7 +120,8 @@ class _Step:
             lines.append(f"{name} = kernel_type(sys.modules[{k.module!r}].{k.function})")
         return "\n".join(lines) + "\n\n\n"
 
-    def call(self, index: int, args: list[str]) -> str:
+    def call(self, kernel: Kernel, args: list[str]) -> str:
+        index = next(i for i, k in enumerate(self.plan.kernels()) if k is kernel)
         return (f"call_at({self.kernel_names[index]}, {self.addresses[index]}, "
                 f"({', '.join(args)},))")
 
@@ -130,9 +131,6 @@ class _Step:
 
     def cell(self, prefix: str) -> CellPart:
         return next(c for c in self.plan.cells() if c.prefix == prefix)
-
-    def kernel_index(self, kernel: Kernel) -> int:
-        return next(i for i, k in enumerate(self.plan.kernels()) if k is kernel)
 
     def write_forward(self, c: CellPart) -> None:
         w, py = self.w, self.py
@@ -169,7 +167,7 @@ class _Step:
                + self.results(c.prefix, c.inputs) + self.results(c.prefix, [
                    f"tape {i}" for i in range(c.n_tapes)]))
         self.forward_results[c.prefix] = got
-        w(f"{', '.join(got)} = {self.call(self.kernel_index(c.forward), args)}")
+        w(f"{', '.join(got)} = {self.call(c.forward, args)}")
 
     def write_head(self, h: HeadPart) -> str:
         w, py = self.w, self.py
@@ -180,17 +178,17 @@ class _Step:
         w(f"{n} = {t}.shape[0]")
         with w.block(f"if {n} > 0:"):
             value = {}
-            for name, s, size in h.reads:
-                value[name] = py.role("rows_", f"{h.name} {name}")
-                w(f"{value[name]} = empty(({n}, {size}), DT)")
+            for s, size in h.reads:
+                value[s] = py.role("rows_", f"{h.name} {s}")
+                w(f"{value[s]} = empty(({n}, {size}), DT)")
                 with w.block(f"for _i in range({n}):"), w.block(f"for _k in range({size}):"):
-                    w(f"{value[name]}[_i, _k] = {self.seq[s]}[{t}[_i], {b}[_i], _k]")
-            value.update((g, self.param[p]) for g, p in h.params.items())
+                    w(f"{value[s]}[_i, _k] = {self.seq[s]}[{t}[_i], {b}[_i], _k]")
+            value.update((p, self.param[p]) for p in h.params)
             value[h.target] = target
             made = self.results(h.name, h.loss_returns)
             made[h.loss_returns.index(h.terms)] = terms
             w(f"{', '.join(made)}, = "
-              f"{self.call(self.kernel_index(h.loss), self.rows_args(h.loss_sizes, h.loss_args, value))}")
+              f"{self.call(h.loss, self.rows_args(h.loss_sizes, h.loss_args, value))}")
             value.update(zip(h.loss_returns, made))
             value[f"d_{h.terms}"] = py.role("d_terms_", h.name)
             d_terms = value[f"d_{h.terms}"]
@@ -200,25 +198,30 @@ class _Step:
                 w(f"{d_terms}[_i, _k] = {weight}")
             grads = self.results(h.name, h.backward_returns)
             w(f"{', '.join(grads)}, = "
-              f"{self.call(self.kernel_index(h.backward), self.rows_args(h.backward_sizes, h.backward_args, value))}")
+              f"{self.call(h.backward, self.rows_args(h.backward_sizes, h.backward_args, value))}")
             got = dict(zip(h.backward_returns, grads))
-            for name, s, size in h.reads:
+            for s, size in h.reads:
                 if s in self.d_seq:
                     with w.block(f"for _i in range({n}):"), w.block(f"for _k in range({size}):"):
-                        w(f"{self.d_seq[s]}[{t}[_i], {b}[_i], _k] += {got[f'd_{name}']}[_i, _k]")
-            for g, p in h.params.items():
-                self.add_into(p, got[f"d_{g}"])
+                        w(f"{self.d_seq[s]}[{t}[_i], {b}[_i], _k] += {got[f'd_{s}']}[_i, _k]")
+            for p in h.params:
+                self.add_into(p, got[f"d_{p}"])
         return terms
 
     def rows_args(self, sizes: tuple[int, ...], names: list[str], value: dict) -> list[str]:
         return [str(n) for n in sizes] + [value[n] for n in names]
 
+    def gradient_of(self, sequence: str) -> str:
+        """The gradient the layer writing `sequence` gets: what its readers
+        summed, or zeros where nothing reads it."""
+        d_out = self.d_seq.get(sequence)
+        if d_out is None:
+            d_out = self.py.role("d_", sequence)
+            self.w(f"{d_out} = zeros({self.seq[sequence]}.shape, DT)")
+        return d_out
+
     def write_layer_backward(self, c: CellPart) -> None:
-        d_out = self.d_seq.get(c.writes)
-        if d_out is None:  # nothing reads it: no gradient reaches it
-            d_out = self.py.role("d_", c.writes)
-            self.w(f"{d_out} = zeros({self.seq[c.writes]}.shape, DT)")
-        dx = self.write_backward(c, d_out)
+        dx = self.write_backward(c, self.gradient_of(c.writes))
         if dx is not None and c.reads in self.d_seq:
             d, w = self.d_seq[c.reads], self.w
             with w.block(f"for _t in range({d}.shape[0]):"), \
@@ -253,14 +256,14 @@ class _Step:
         grads = self.results(c.prefix, [f"d_{n}" for n in c.inputs]
                              + [f"d_{s}0" for s, _ in c.states] + [f"d_{n}" for n in c.params])
         self.backward_results[c.prefix] = grads
-        w(f"{', '.join(grads)} = {self.call(self.kernel_index(c.backward), args)}")
+        w(f"{', '.join(grads)} = {self.call(c.backward, args)}")
         at = dict(zip(c.params, grads[ni + ns:]))
         for n, k in c.own.items():
             self.add_into(k, at[n])
         for col in c.columns:
             w(f"copy_block({self.grad[col.weight]}, {at[col.param]}, 0, {col.lo}, "
               f"{at[col.param]}.shape[0], {col.hi - col.lo}, 0, 0, True)")
-        for i, k in enumerate(c.lookups):
+        for k in c.lookups:
             w(f"add_by_id_into({self.grad[k.weight]}[:, {k.lo}:{k.hi}], {x}, {lengths}, "
               f"{grads[c.inputs.index(k.input)]})")
         return None if c.lookups else grads[0]
@@ -308,10 +311,7 @@ class _Step:
     def write_bidirectional_backward(self, b: BiPart) -> None:
         w, py = self.w, self.py
         na, nb = b.sizes
-        d_out = self.d_seq.get(b.writes)
-        if d_out is None:  # nothing reads it: no gradient reaches it
-            d_out = py.role("d_", b.writes)
-            w(f"{d_out} = zeros({self.seq[b.writes]}.shape, DT)")
+        d_out = self.gradient_of(b.writes)
         d_fwd, d_bwd = py.role("d_", b.forward.writes), py.role("d_", b.backward.writes)
         w(comment(f"layer {b.writes}, backward: each copy's part of the gradient, the backward "
                   "copy's in its own order"))
@@ -324,7 +324,7 @@ class _Step:
             d = self.d_seq[b.reads]
             w(comment("the input's gradient: both copies', the backward one's in order"))
             with self.each_step(b, d), w.block(f"for _k in range({d}.shape[2]):"):
-                    w(f"{d}[_t, _b, _k] += {dx}[_t, _b, _k] + {dx_b}[_s, _b, _k]")
+                w(f"{d}[_t, _b, _k] += {dx}[_t, _b, _k] + {dx_b}[_s, _b, _k]")
 
     def add_into(self, param: str, value: str) -> None:
         """The parameter's gradient += value (as loops: an array expression

@@ -199,8 +199,7 @@ def _cell_part(layer: CellLayer, reads: str, writes: str) -> CellPart:
 
 
 def _head_part(net, h, loss: str) -> HeadPart:
-    tokens = [n for n in h.reads if net.inputs.get(n, ("",))[0] == "tokens"]
-    if tokens:
+    if any(net.inputs.get(n, ("",))[0] == "tokens" for n in h.reads):
         raise Unfused(f"output {h.name} reads token ids")
     kernels = h.compiled_loss(loss)
     if kernels is None:
@@ -209,8 +208,8 @@ def _head_part(net, h, loss: str) -> HeadPart:
     g, _ = h.graphs(loss)
     return HeadPart(
         name=h.name,
-        reads=[(v.name, v.name, v.size.value()) for v in h.graph.inputs],
-        params={n: n for n in h.params}, target=g.inputs[-1].name, terms=g.outputs[0].name,
+        reads=[(v.name, v.size.value()) for v in h.graph.inputs],
+        params=list(h.params), target=g.inputs[-1].name, terms=g.outputs[0].name,
         loss=_kernel(fwd.loaded, "run", fwd.signature, f"{h.name} loss"),
         loss_args=list(fwd.args),
         loss_returns=list(fwd.returns),

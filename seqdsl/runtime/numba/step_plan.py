@@ -80,8 +80,8 @@ class HeadPart:
     made dense targets, a weight per term by the reduction)."""
 
     name: str
-    reads: list[tuple[str, str, int]]  # (graph input, sequence, size)
-    params: dict[str, str]  # graph parameter -> network parameter
+    reads: list[tuple[str, int]]  # (sequence, size): its graph inputs are named so
+    params: list[str]  # network parameters, its graph's by the same names
     target: str  # the loss graph's target input
     terms: str  # the loss graph's output
     loss: Kernel
