@@ -106,6 +106,18 @@ def test_mutants_that_cannot_train_in_the_network_are_turned_away(tmp_path):
     assert fits(deaf, "D") == "network: its state never reads the input"
 
 
+def test_a_trial_on_numba_runs_its_network_layer_by_layer(tmp_path):
+    """A trial trains a few hundred small steps: compiling its network's step
+    as one function (per new cell) would cost more than it saves."""
+    from seqdsl.search.tasks import network_source
+    from seqdsl.search.trial import Budget, prepare
+    task = resolve("adding", 0, 8, 50, tmp_path)
+    gru = open(GRU, encoding="utf-8").read()
+    net, *_ = prepare(gru + network_source("GRU", 8, task.per_step), task,
+                      Budget(backend="numba"))
+    assert net.backend == "numba" and net.fused is False
+
+
 def test_data_tasks_read_the_training_formats(tmp_path):
     text, tagged = tmp_path / "t.txt", tmp_path / "t.tsv"
     text.write_text("anna\nbob\n")
