@@ -316,6 +316,41 @@ def test_parameters_of_two_dtypes_update_together_as_each_alone(name):
             assert together.slots[slot][k].tobytes() == each[k].slots[slot][k].tobytes()
 
 
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_steps_follow_the_arrays_they_are_given(name):
+    """A training loop passes the same arrays every step, and the optimiser
+    keeps what it built for them; new arrays, a parameter made read-only,
+    or a loaded state are each seen at the next step."""
+    steps = grad_steps(6)
+    kept, p = make_optimizer(name, 0.01), params()
+    fresh, q = make_optimizer(name, 0.01), params()
+    for g in steps[:2]:
+        kept.step(p, g)
+        fresh.step(q, g)
+    # the same values in new arrays: the update goes to them, not the old ones
+    old = p
+    p = {k: v.copy() for k, v in p.items()}
+    before = {k: v.copy() for k, v in old.items()}
+    kept.step(p, steps[2])
+    fresh.step(q, steps[2])
+    assert all(old[k].tobytes() == before[k].tobytes() for k in SHAPES)
+    assert all(p[k].tobytes() == q[k].tobytes() for k in SHAPES)
+    # a state loaded in between replaces the slots the steps read
+    other = make_optimizer(name, 0.01)
+    other.load_state(*fresh.state())
+    kept.load_state(*fresh.state())
+    for g in steps[3:5]:
+        kept.step(p, g)
+        fresh.step(q, g)
+    assert all(p[k].tobytes() == q[k].tobytes() for k in SHAPES)
+    for slot in kept.SLOTS:
+        assert all(kept.slots[slot][k].tobytes() == fresh.slots[slot][k].tobytes()
+                   for k in SHAPES)
+    p["Wy"].flags.writeable = False
+    with pytest.raises(SeqError, match="parameter Wy: expected a writeable"):
+        kept.step(p, steps[5])
+
+
 def test_a_float64_gradient_of_a_float32_parameter_is_rounded_first():
     p32 = np.ones(4, np.float32)
     g = np.array([0.1, 1e-9, 3.0, -2.5])

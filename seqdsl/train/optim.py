@@ -37,6 +37,7 @@ class Optimizer:
         self.lr = _positive(lr, "learning rate", "--lr 0.001")
         self.t = 0  # steps taken; Adam's bias correction depends on it
         self.slots: dict[str, dict[str, np.ndarray]] = {s: {} for s in self.SLOTS}
+        self._kept = None  # see _arrays
 
     def step(self, params: dict, grads: dict) -> None:
         """One update of every parameter in `params` (in place) from `grads`."""
@@ -44,32 +45,47 @@ class Optimizer:
         _same_names(params, grads)
         self.t += 1
         update = getattr(updates, self.KERNEL)
-        by_dtype: dict[np.dtype, list] = {}  # each dtype's (flat p, flat g, *slots) lists
-        written_back = []  # (parameter, its flat copy) for parameters that are not contiguous
+        groups, written_back = self._arrays(params)
+        for dtype, (names, flats, slots) in groups.items():
+            gs = tuple(_flat_gradient(name, grads[name], params[name].shape, dtype)
+                       for name in names)
+            update(flats, gs, *slots, *self._scalars(dtype.type))
+        for p, flat in written_back:
+            p[...] = flat.reshape(p.shape)
+
+    def _arrays(self, params: dict) -> tuple[dict, list]:
+        """Each dtype's parameter names, flat parameters and flat slots (one
+        tuple per slot), and the parameters updated in a flat copy (those
+        not contiguous) to write back. A training loop passes the same
+        arrays every step: while it does, the tuples of the step before
+        serve again (building them cost more than the update's loop)."""
+        key = tuple((name, id(p), p.shape, p.dtype, p.flags.writeable)
+                    for name, p in params.items() if isinstance(p, np.ndarray))
+        if self._kept is not None and self._kept[0] == key and len(key) == len(params):
+            return self._kept[1]
+        from . import updates
+        groups: dict[np.dtype, tuple[list, list, list]] = {}
+        written_back = []  # (parameter, its flat copy)
         for name, p in params.items():
             if not (isinstance(p, np.ndarray) and p.dtype.kind == "f" and p.flags.writeable):
                 raise SeqError(f"parameter {name}: expected a writeable floating-point array, "
                                f"given {_what(p)}")
-            g = np.asarray(grads[name])
-            if g.shape != p.shape:
-                raise SeqError(f"the gradient of {name} has shape {g.shape}, the parameter "
-                               f"{p.shape}")
             if p.flags.c_contiguous:
                 flat = p.reshape(-1)
             else:  # updated in a flat copy, then written back
                 flat = updates.flat(p, p.dtype)
                 written_back.append((p, flat))
-            arrays = by_dtype.get(p.dtype)
-            if arrays is None:
-                arrays = by_dtype[p.dtype] = [[] for _ in range(2 + len(self.SLOTS))]
-            arrays[0].append(flat)
-            arrays[1].append(updates.flat(g, p.dtype))
-            for into, slot in zip(arrays[2:], self.SLOTS):
+            names, flats, slots = groups.setdefault(p.dtype, ([], [], [[] for _ in self.SLOTS]))
+            names.append(name)
+            flats.append(flat)
+            for into, slot in zip(slots, self.SLOTS):
                 into.append(self._slot(slot, name, p))
-        for dtype, arrays in by_dtype.items():
-            update(*map(tuple, arrays), *self._scalars(dtype.type))
-        for p, flat in written_back:
-            p[...] = flat.reshape(p.shape)
+        groups = {dtype: (names, tuple(flats), [tuple(s) for s in slots])
+                  for dtype, (names, flats, slots) in groups.items()}
+        # A copy is made afresh each step (the parameter may have changed), so
+        # parameters that need one are never kept.
+        self._kept = None if written_back else (key, (groups, written_back))
+        return groups, written_back
 
     def _scalars(self, F) -> tuple:
         """The update's scalar arguments after its arrays, each of type F
@@ -135,6 +151,7 @@ class Optimizer:
         for k in self.SCALARS:
             setattr(self, k, float(meta[k]))
         self.slots = {s: {} for s in self.SLOTS}
+        self._kept = None
         for key in sorted(wanted):
             slot, name = key.split("/", 1)
             self.slots[slot][name] = np.array(arrays[key], copy=True)
@@ -257,6 +274,19 @@ def _inplace(grads: dict, name: str, g, op) -> None:
 
 
 # ---- checks -------------------------------------------------------------------------------
+
+
+def _flat_gradient(name: str, g, shape: tuple, dtype) -> np.ndarray:
+    """The gradient of parameter `name` as a flat C-contiguous array of its
+    dtype (a view where it can be)."""
+    ready = type(g) is np.ndarray and g.dtype == dtype and g.flags.c_contiguous
+    g = g if ready else np.asarray(g)
+    if g.shape != shape:
+        raise SeqError(f"the gradient of {name} has shape {g.shape}, the parameter {shape}")
+    if ready:
+        return g.reshape(-1)
+    from . import updates
+    return updates.flat(g, dtype)
 
 
 def _same_names(params: dict, grads: dict) -> None:
