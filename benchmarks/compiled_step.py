@@ -23,12 +23,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rnn import _cpu, _timeit, replace_section  # noqa: E402
+from rnn import _cpu, _timeit, replace_section, worker_result  # noqa: E402
 from train_charlm import LR, _data  # noqa: E402  (the same batches and sizes)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,12 +89,7 @@ def main() -> None:
     for r in range(args.rounds):
         got = {}
         for way in (WAYS if r % 2 == 0 else WAYS[::-1]):
-            out = subprocess.run([sys.executable, __file__, "--worker", way, "--repeats",
-                                  str(args.repeats)], capture_output=True, text=True,
-                                 env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=1800)
-            if out.returncode != 0:
-                raise SystemExit(f"{way} failed:\n{out.stderr}")
-            res = json.loads(out.stdout.strip().splitlines()[-1])
+            res = worker_result(__file__, way, args.repeats)
             got[way], steps = statistics.median(res["times"]) / res["steps"], res["steps"]
             differ = max(differ, res["differ"])
         per_round.append(got)

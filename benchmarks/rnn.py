@@ -48,6 +48,17 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NU
 # ---- workers: each runs in a fresh process and prints one JSON line -----------------
 
 
+def worker_result(script: str, worker: str, repeats: int) -> dict:
+    """What `python SCRIPT --worker WORKER --repeats N` printed last (JSON),
+    run in a process of its own that imports this checkout's seqdsl."""
+    out = subprocess.run([sys.executable, script, "--worker", worker, "--repeats",
+                          str(repeats)], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=1800)
+    if out.returncode != 0:
+        raise SystemExit(f"{worker} failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def _timeit(fn, repeats: int, budget: float = 20.0) -> list[float]:
     fn()  # warm-up (compiles, allocates)
     fn()

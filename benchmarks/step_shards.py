@@ -27,12 +27,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rnn import _cpu, _timeit, replace_section  # noqa: E402
+from rnn import _cpu, _timeit, replace_section, worker_result  # noqa: E402
 from train_charlm import LR, _data  # noqa: E402  (the same batches and sizes)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,12 +128,7 @@ def main() -> None:
     per_run, differ = {r: [] for r in RUNS}, 0.0
     for i in range(args.rounds):
         for run in (list(RUNS) if i % 2 == 0 else list(RUNS)[::-1]):
-            out = subprocess.run([sys.executable, __file__, "--worker", run, "--repeats",
-                                  str(args.repeats)], capture_output=True, text=True,
-                                 env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=1800)
-            if out.returncode != 0:
-                raise SystemExit(f"{run} failed:\n{out.stderr}")
-            res = json.loads(out.stdout.strip().splitlines()[-1])
+            res = worker_result(__file__, run, args.repeats)
             per_run[run].append(statistics.median(res["times"]) / res["steps"])
             differ = max(differ, res["differ"])
         print(f"round {i + 1}: " + "; ".join(f"{r} {v[-1] * 1e3:.3f}"

@@ -28,13 +28,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rnn import _cpu, _timeit, replace_section  # noqa: E402
+from rnn import _cpu, _timeit, replace_section, worker_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 B, H, LR, BATCHES = 32, 128, 0.005, 60
@@ -145,15 +144,6 @@ WORKERS = {"seqdsl": work_seqdsl,
 TORCH = [n for n in WORKERS if n != "seqdsl"]
 
 
-def _measure(impl: str, repeats: int) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, __file__, "--worker", impl, "--repeats", str(repeats)],
-                         capture_output=True, text=True, env=env, timeout=1800)
-    if out.returncode != 0:
-        raise SystemExit(f"{impl} failed:\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=20,
@@ -172,7 +162,7 @@ def main() -> None:
     tokens = steps = vocab = None
     for r in range(args.rounds):
         order = list(WORKERS) if r % 2 == 0 else list(WORKERS)[::-1]
-        got = {n: _measure(n, args.repeats) for n in order}
+        got = {n: worker_result(__file__, n, args.repeats) for n in order}
         for n, res in got.items():
             times[n] += res["times"]
             losses[n].append(res["loss"])
