@@ -2,14 +2,15 @@
 
     python benchmarks/step_shards.py [--rounds 3] [--repeats 10] [--out RESULTS.md]
 
-Batch rows never meet in a network, so its compiled step
-(runtime/numba/step.py) could run as shards of the batch's rows, each the
-whole step on a thread of its own with one BLAS thread, their losses and
-gradients summed: no thread waits for another within a step, where the
-step as it runs meets BLAS's second thread at every product and leaves its
-elementwise loops, copies and heads to one core. This measures the two on
-the batches of benchmarks/train_charlm.py (the same Adam), each way in its
-own process, alternating:
+A network's compiled step (runtime/numba/step.py) runs as shards of the
+batch's rows, each the whole step on a thread of its own with one BLAS
+thread, where its cells' plan shards (runtime/numba/shards.py: enough work
+for each of at least 16 rows). Should smaller steps shard too? No thread
+would wait for another within a step, where the step run whole meets BLAS's
+second thread at every product and leaves its elementwise loops, copies and
+heads to one core. This measures the two on the CharLM's batches (those of
+benchmarks/train_charlm.py, the same Adam; its cells' plan runs them
+whole), each way in its own process, alternating:
 
 - *whole*: `net.loss_and_grad` as it runs (its products on the BLAS threads);
 - *2 shards*: the step's compiled function on two shards of 16 rows, run
@@ -154,7 +155,8 @@ def _write(path: Path, per_run: dict, differ: float, load: list, args) -> None:
         f"on {SHARDS} shards of the batch's rows at once, each with one BLAS thread (losses "
         f"and gradients within {differ:.1e} of the whole batch's, relative). Each in its own "
         "process, alternating; ms a step, medians of each process's passes; load average "
-        f"{load[0]:.2f} before, {load[1]:.2f} after. Why the step does not shard: see below.",
+        f"{load[0]:.2f} before, {load[1]:.2f} after. The CharLM's cells' plan runs these "
+        "batches whole; bigger steps (a cell's plan with shards) run in shards.",
         "",
         "| run | ms/step, median | per process |",
         "|---|---|---|",
@@ -170,9 +172,9 @@ def _write(path: Path, per_run: dict, differ: float, load: list, args) -> None:
         f"60, {med[runs[3]] / med[runs[2]]:.2f} with the batch of 11 on two BLAS threads and "
         f"{med[runs[4]] / med[runs[2]]:.2f} on one. After every call on several threads, "
         "OpenBLAS's threads spin on their cores for about 0.1 s (a loop of `nop`s that never "
-        "yields), taking the second shard's core: a step that shards needs every other run "
-        "of the network (an epoch's last, smaller batch, the validation passes of `seqdsl "
-        "train`, sampling) kept off BLAS's threads.",
+        "yields), taking the second shard's core: a step this small that shards would need "
+        "every other run of the network (an epoch's last, smaller batch, the validation "
+        "passes of `seqdsl train`, sampling) kept off BLAS's threads.",
         "",
     ]
     replace_section(path, SECTION, section)

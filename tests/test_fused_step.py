@@ -1,8 +1,9 @@
 """The numba backend's compiled training step (runtime/numba/step.py): a
 network's `loss_and_grad` as one generated function that calls the cells'
 and heads' generated kernels by address. It gives exactly what the layer by
-layer path gives, to the bit, for every network it covers; the networks and
-batches it does not cover run layer by layer."""
+layer path gives, to the bit, for every network it covers (in shards of a
+batch's rows, to rounding); the networks and batches it does not cover run
+layer by layer."""
 import subprocess
 import sys
 import textwrap
@@ -145,13 +146,53 @@ def test_networks_it_does_not_cover_run_layer_by_layer(body):
     assert_same(got, layer_by_layer(net, *args))
 
 
-def test_a_sharded_batch_runs_layer_by_layer():
-    """Where the cells' plan splits the batch over threads, the step leaves
-    it to the layers (their shards run side by side)."""
+def assert_close(got, want):
+    """The same loss and gradients to the rounding of sums made in another
+    order (float64)."""
+    assert abs(got[0] - want[0]) <= 1e-12 * abs(want[0])
+    assert list(got[1]) == list(want[1])
+    for k, w in want[1].items():
+        assert got[1][k].dtype == w.dtype and got[1][k].shape == w.shape
+        np.testing.assert_allclose(got[1][k], w, rtol=1e-10, atol=1e-12 * np.abs(w).max(),
+                                   err_msg=k)
+
+
+def share(net, parallel):
+    for layer in net.layers.values():
+        for _, cell in layer.cells():
+            cell.runner.parallel = parallel
+
+
+@pytest.mark.parametrize("name", FUSED)
+def test_a_batch_the_cells_shard_runs_as_shards_of_the_step(name, monkeypatch):
+    """Where the cells' plan splits a batch's rows over threads, the step
+    runs in shards too, each the whole step on a thread of its own, never
+    layer by layer; its shards' summed terms and gradients are what the
+    layers give, to rounding: shards of 1 and 2 rows, a length-0 example,
+    unlabelled steps, a mask and the sum."""
+    from seqdsl.runtime.numba import step as step_module
+    from seqdsl.runtime.numba.shards import Parallelism
+    net = network(name)
+    share(net, Parallelism(3, min_rows=1, min_flops=0, min_shards=2))
+    pb = random_network_problem(net, steps=4, batch=5, seed=3, steps_by_input={"y": 3})
+    args = (pb.params, pb.inputs, pb.lengths, pb.targets)
+    masks = {h.name: np.random.default_rng(3).random(
+                 np.shape(pb.targets[h.name])[:2 if h.per_step else 1]) < 0.6
+             for h in net.heads}
+    real, shards = step_module.run_each, []
+    monkeypatch.setattr(step_module, "run_each",
+                        lambda job, items: shards.append(len(items)) or real(job, items))
+    for kwargs in ({}, {"reduction": "sum"}, {"mask": masks}):
+        want = layer_by_layer(net, *args, **kwargs)  # the cells' own shards
+        assert_close(fused_only(net, monkeypatch, *args, **kwargs), want)
+    assert shards == [3, 3, 3]
+
+
+def test_cells_whose_plans_differ_run_layer_by_layer():
     from seqdsl.runtime.numba.shards import Parallelism
     net = network("Chain")
-    for _, cell in ((p, c) for layer in net.layers.values() for p, c in layer.cells()):
-        cell.runner.parallel = Parallelism(4, min_rows=1, min_flops=0, min_shards=2)
+    share(net, Parallelism(3, min_rows=1, min_flops=0, min_shards=2))
+    next(iter(net.layers.values())).children[0].runner.parallel = Parallelism(1)
     pb = random_network_problem(net, steps=3, batch=4, seed=1)
     args = (pb.params, pb.inputs, pb.lengths, pb.targets)
     want = layer_by_layer(net, *args)

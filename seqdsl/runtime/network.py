@@ -86,8 +86,9 @@ def _what_sizes_are(nt: NetworkType, missing: list[str]) -> str:
 class Network:
     """A network of cells and heads at fixed sizes and dtype, on one backend.
     On numba, `loss_and_grad` runs as one compiled function where the network
-    allows (numba/step.py; the same numbers as layer by layer, to the bit);
-    setting `fused = False` runs it layer by layer."""
+    allows (numba/step.py; the same numbers as layer by layer, to the bit, or
+    to rounding where it runs in shards of a batch's rows); setting
+    `fused = False` runs it layer by layer."""
 
     def __init__(self, nt: NetworkType, sizes: dict[str, int], dtype=np.float64,
                  backend: str = "numpy", threads: int | None = None):

@@ -10,14 +10,23 @@ and dense targets, the kernels' BLAS threads. Everything between runs in
 the compiled function: the CharLM's step spent a sixth to a fifth of its
 time in Python between the kernels before (benchmarks/RESULTS.md).
 
+A batch the cells' plan splits into shards of rows (shards.py) runs as
+shards here too, each the whole step on a thread of its own with one BLAS
+thread (batch rows never meet in a network), their loss terms and
+gradients summed: one thread handoff a batch, where layer by layer takes
+one a cell and pass, and the heads run sharded as well.
+
 What it does not cover (token ids read as one-hot vectors or by a head,
-several layers starting from one layer's states, a batch the cells' plan
-shards over threads) runs layer by layer as before; the results are the
-same either way, to the bit (tests/test_fused_step.py).
+several layers starting from one layer's states, cells whose plans differ)
+runs layer by layer as before. Unsharded, the results are the same either
+way to the bit; in shards, to the rounding of the sums
+(tests/test_fused_step.py).
 """
 from __future__ import annotations
 
 import sys
+
+import numpy as np
 
 from ..layers import Bidirectional, CellLayer, Stack
 from .blas import blas_threads
@@ -26,6 +35,7 @@ from .compile import cache_key, load_module
 from .emit_step import generate_step
 from .step_plan import BiPart, CellPart, Columns, HeadPart, Kernel, Lookup, StepPlan
 from .runtime import _reuse_freed_memory
+from .shards import RunPlan, run_each, shard_rows, sum_into_first
 
 
 class Unfused(Exception):
@@ -67,23 +77,11 @@ class FusedStep:
 
     def __call__(self, p, xs, ls, per_head: dict, reduction: str):
         """(loss, gradients), or None when this batch must run layer by layer
-        (an empty one, or one the cells' plan shards over threads)."""
+        (an empty one, or one whose cells' plans differ)."""
         net = self.net
         shape = {n: xs[n].shape[:2] for n in xs}
-        threads = set()
-        for layer, part in self.cells:
-            T, B = shape[self.plan.lengths_of[part.reads]]
-            if T * B == 0:
-                return None
-            plan = layer.runner._plan(T, B)
-            if plan.shards > 1:
-                return None
-            threads.add(plan.blas_threads)
-            for run, backward in (("forward", False), ("backward", True)):  # as the cells check
-                layer.runner._check_memory(f"a {run} run over T={T}, B={B} needs",
-                                           layer.runner._run_bytes(T, B, backward),
-                                           "run a smaller batch or fewer steps at a time")
-        if len(threads) > 1:
+        plan = self._plan(shape)
+        if plan is None:
             return None
         rows, weights = [], []
         for h in net.heads:
@@ -91,16 +89,66 @@ class FusedStep:
             t, b, dense, weight, _ = h.labelled(
                 ls[root], *shape[root], *(per_head[k][h.name] for k in ("targets", "mask", "loss")),
                 reduction)
-            rows += [t, b, dense, weight]
+            rows.append((t, b, dense, weight))
             weights.append(weight)
         _reuse_freed_memory()
-        with blas_threads(threads.pop() if threads else 1):
-            out = self.loaded.module.loss_and_grad(
-                *self.addresses, *xs.values(), *ls.values(), *p.values(), *rows)
+        if plan.shards == 1:
+            with blas_threads(plan.blas_threads):
+                outs = [self._run(list(xs.values()), list(ls.values()), p, rows)]
+        else:
+            B = next(iter(shape.values()))[1]
+            # every shard's arrays made first: a thread waiting for the GIL
+            # while another holds it can wait for a scheduler tick
+            shards = [(*_shard(xs, ls, r), p, _rows_of(rows, r))
+                      for r in shard_rows(B, plan.shards)]
+            with blas_threads(1):
+                outs = run_each(lambda args: self._run(*args), shards)
         total = 0.0
-        for terms, weight in zip(out, weights):  # as each head sums its own terms
-            total += float(terms.sum()) * weight
-        return total, dict(zip(net.param_shapes, out[len(weights):]))
+        for out in outs:
+            for terms, weight in zip(out, weights):  # as each head sums its own terms
+                total += float(terms.sum()) * weight
+        grads = sum_into_first([list(out[len(weights):]) for out in outs])
+        return total, dict(zip(net.param_shapes, grads))
+
+    def _plan(self, shape: dict) -> RunPlan | None:
+        """The cells' plan for a batch of these shapes (None where they
+        differ, or for an empty batch): the step shards the batch's rows
+        where they would, each shard the whole step on its own thread."""
+        plans = set()
+        for layer, part in self.cells:
+            T, B = shape[self.plan.lengths_of[part.reads]]
+            if T * B == 0:
+                return None
+            runner = layer.runner
+            plans.add(runner._plan(T, B))
+            for run, backward in (("forward", False), ("backward", True)):  # as the cells check
+                runner._check_memory(f"a {run} run over T={T}, B={B} needs",
+                                     runner._run_bytes(T, B, backward),
+                                     "run a smaller batch or fewer steps at a time")
+        if len(plans) > 1:
+            return None
+        return plans.pop() if plans else RunPlan(1, 1)
+
+    def _run(self, xs: list, ls: list, p: dict, rows: list) -> tuple:
+        """The compiled step on these arrays: each head's loss terms, then
+        every parameter's gradient."""
+        return self.loaded.module.loss_and_grad(
+            *self.addresses, *xs, *ls, *p.values(), *(a for r in rows for a in r))
+
+
+def _shard(xs: dict, ls: dict, r: slice) -> tuple[list, list]:
+    """A shard's inputs and lengths: the batch's rows `r`."""
+    return [np.ascontiguousarray(x[:, r]) for x in xs.values()], [l[r] for l in ls.values()]
+
+
+def _rows_of(rows: list, r: slice) -> list:
+    """Each head's labelled rows (steps, examples, dense targets, weight)
+    among the examples `r`, numbered from r.start."""
+    out = []
+    for t, b, dense, weight in rows:
+        keep = (b >= r.start) & (b < r.stop)
+        out.append((t[keep], b[keep] - r.start, dense[keep], weight))
+    return out
 
 
 def _module(k: Kernel):
