@@ -13,8 +13,8 @@ benchmarks/train_charlm.py, the same Adam; its cells' plan runs them
 whole), each way in its own process, alternating:
 
 - *whole*: `net.loss_and_grad` as it runs (its products on the BLAS threads);
-- *2 shards*: the step's compiled function on two shards of 16 rows, run
-  here from outside (`shard_step`; not an API), checked first against
+- *2 shards*: the step's own shards, two of 16 rows, forced by a plan that
+  asks no least work of a shard (`min_flops=0`), checked first against
   *whole* (loss and gradients to float32 rounding).
 
 Each over the 59 batches of 32 rows, and over all 60, whose one batch of
@@ -37,37 +37,28 @@ from train_charlm import LR, _data  # noqa: E402  (the same batches and sizes)
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTION = "## Row shards of the compiled step (a design measurement)"
-SHARDS, MIN_ROWS = 2, 16
-# (way, which batches, BLAS threads of the batch too small to shard)
-RUNS = {"whole, 59 batches of 32": ("whole", "full", None),
-        "2 shards, 59 batches of 32": ("shards", "full", None),
-        "whole, all 60": ("whole", "all", None),
-        "2 shards, all 60, the 11 rows whole on 2 BLAS threads": ("shards", "all", 2),
-        "2 shards, all 60, the 11 rows whole on 1 BLAS thread": ("shards", "all", 1)}
+SHARDS = 2
+# (way, which batches, whether the batch too small to shard keeps to one BLAS thread)
+RUNS = {"whole, 59 batches of 32": ("whole", "full", False),
+        "2 shards, 59 batches of 32": ("shards", "full", False),
+        "whole, all 60": ("whole", "all", False),
+        "2 shards, all 60, the 11 rows whole on BLAS's threads": ("shards", "all", False),
+        "2 shards, all 60, the 11 rows whole on one BLAS thread": ("shards", "all", True)}
+# The cells' plan for each way: sharded wherever there are rows enough, and
+# a batch too small to shard on one BLAS thread (no step is big enough for more)
+WHOLE = {}
+SHARDED = {"min_flops": 0, "min_shards": SHARDS}
+ONE_BLAS_THREAD = {"small_step_flops": float("inf")}
 
 
-def shard_step(net, params, inputs, lengths, targets):
-    """`net.loss_and_grad` of the CharLM by its compiled step run on SHARDS
-    shards of the batch's rows at once, each with one BLAS thread (reaching
-    into the step: a measurement, not an API)."""
-    import numpy as np
+def plan(net, **fields) -> None:
+    """Every cell's plan with `fields` changed from the default's."""
+    import dataclasses
 
-    from seqdsl.runtime.numba.blas import blas_threads
-    from seqdsl.runtime.numba.shards import run_each, shard_rows, sum_into_first
-    p, xs, ls = net._checked(params, inputs, lengths)
-    step = net._steps[("cross_entropy",)]
-    (T, B), head = xs["x"].shape, net.heads[0]
-    t, b, dense, weight, _ = head.labelled(ls["x"], T, B, targets, None, None, "mean")
-    jobs = []
-    for r in shard_rows(B, SHARDS):
-        keep = (b >= r.start) & (b < r.stop)
-        jobs.append([*step.addresses, np.ascontiguousarray(xs["x"][:, r]), ls["x"][r],
-                     *p.values(), t[keep], b[keep] - r.start, dense[keep], weight])
-    run = step.loaded.module.loss_and_grad
-    with blas_threads(1):
-        outs = run_each(lambda args: run(*args), jobs)
-    loss = sum(float(out[0].sum()) * weight for out in outs)
-    return loss, dict(zip(net.param_shapes, sum_into_first([list(o[1:]) for o in outs])))
+    from seqdsl.runtime.numba.shards import Parallelism, thread_count
+    for layer in net.layers.values():
+        for _, cell in layer.cells():
+            cell.runner.parallel = dataclasses.replace(Parallelism(thread_count()), **fields)
 
 
 def _largest_difference(net, data) -> float:
@@ -76,8 +67,10 @@ def _largest_difference(net, data) -> float:
     import numpy as np
     params, worst = net.init_params(1), 0.0
     for inputs, lengths, targets in data:
+        plan(net, **WHOLE)
         a, ga = net.loss_and_grad(params, inputs, lengths, targets)
-        b, gb = shard_step(net, params, inputs, lengths, targets)
+        plan(net, **SHARDED)
+        b, gb = net.loss_and_grad(params, inputs, lengths, targets)
         worst = max(worst, abs(a - b) / abs(a), *(float(np.abs(ga[k] - gb[k]).max() /
                                                         np.abs(ga[k]).max()) for k in ga))
     return worst
@@ -87,28 +80,21 @@ def work(run: str, repeats: int) -> dict:
     import numpy as np
 
     import seqdsl
-    from seqdsl.runtime.numba.shards import Parallelism
     from seqdsl.train.optim import make_optimizer
-    way, which, tail_threads = RUNS[run]
+    from seqdsl.runtime.numba.shards import MIN_SHARD_ROWS
+    way, which, tail_alone = RUNS[run]
     nt, sizes, batches = _data()
     net = seqdsl.instantiate(nt, sizes=sizes, dtype=np.float32, backend="numba")
     data = [({"x": b.inputs["x"]}, {"x": b.lengths["x"]}, b.targets) for b in batches]
-    full = [d for d in data if d[0]["x"].shape[1] >= SHARDS * MIN_ROWS]
+    full = [d for d in data if d[0]["x"].shape[1] >= SHARDS * MIN_SHARD_ROWS]
     differ = _largest_difference(net, full) if way == "shards" else 0.0
+    plan(net, **(WHOLE if way == "whole" else
+                 {**SHARDED, **(ONE_BLAS_THREAD if tail_alone else {})}))
     params, opt = net.init_params(0), make_optimizer("adam", LR)
-    if tail_threads is not None:  # the BLAS threads of the step's plan for the small batch
-        for layer in net.layers.values():
-            for _, cell in layer.cells():
-                cell.runner.parallel = Parallelism(tail_threads)
-
-    def step(inputs, lengths, targets):
-        if way == "shards" and inputs["x"].shape[1] >= SHARDS * MIN_ROWS:
-            return shard_step(net, params, inputs, lengths, targets)
-        return net.loss_and_grad(params, inputs, lengths, targets)
 
     def epoch():
-        for d in (full if which == "full" else data):
-            opt.step(params, step(*d)[1])
+        for inputs, lengths, targets in (full if which == "full" else data):
+            opt.step(params, net.loss_and_grad(params, inputs, lengths, targets)[1])
 
     with net.blas_policy():
         times = _timeit(epoch, repeats)
@@ -151,8 +137,8 @@ def _write(path: Path, per_run: dict, differ: float, load: list, args) -> None:
         f"Run {datetime.date.today()} by `python benchmarks/step_shards.py --rounds "
         f"{args.rounds} --repeats {args.repeats}` on {_cpu()}, {os.cpu_count()} cores; numpy "
         f"{numpy.__version__}, numba {numba.__version__}. The CharLM's training step with Adam "
-        "(the batches of *CharLM training*) as it runs, against its compiled function run "
-        f"on {SHARDS} shards of the batch's rows at once, each with one BLAS thread (losses "
+        "(the batches of *CharLM training*) as it runs, against the step's own shards forced "
+        f"on it: {SHARDS} shards of the batch's rows at once, each with one BLAS thread (losses "
         f"and gradients within {differ:.1e} of the whole batch's, relative). Each in its own "
         "process, alternating; ms a step, medians of each process's passes; load average "
         f"{load[0]:.2f} before, {load[1]:.2f} after. The CharLM's cells' plan runs these "
@@ -169,7 +155,7 @@ def _write(path: Path, per_run: dict, differ: float, load: list, args) -> None:
     section += [
         "",
         f"2 shards ÷ whole: {med[runs[1]] / med[runs[0]]:.2f} on the batches of 32; over all "
-        f"60, {med[runs[3]] / med[runs[2]]:.2f} with the batch of 11 on two BLAS threads and "
+        f"60, {med[runs[3]] / med[runs[2]]:.2f} with the batch of 11 on BLAS's threads and "
         f"{med[runs[4]] / med[runs[2]]:.2f} on one. After every call on several threads, "
         "OpenBLAS's threads spin on their cores for about 0.1 s (a loop of `nop`s that never "
         "yields), taking the second shard's core: a step this small that shards would need "
