@@ -188,7 +188,7 @@ def test_a_batch_the_cells_shard_runs_as_shards_of_the_step(name, monkeypatch):
     assert shards == [3, 3, 3]
 
 
-def test_cells_whose_plans_differ_run_layer_by_layer():
+def test_cells_whose_plans_differ_run_layer_by_layer(monkeypatch):
     from seqdsl.runtime.numba.shards import Parallelism
     net = network("Chain")
     share(net, Parallelism(3, min_rows=1, min_flops=0, min_shards=2))
@@ -196,13 +196,10 @@ def test_cells_whose_plans_differ_run_layer_by_layer():
     pb = random_network_problem(net, steps=3, batch=4, seed=1)
     args = (pb.params, pb.inputs, pb.lengths, pb.targets)
     want = layer_by_layer(net, *args)
-    calls = []
-    real = Network._forward
-    Network._forward = lambda self, *a, **k: calls.append(1) or real(self, *a, **k)
-    try:
-        got = net.loss_and_grad(*args)
-    finally:
-        Network._forward = real
+    calls, real = [], Network._forward
+    monkeypatch.setattr(Network, "_forward",
+                        lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    got = net.loss_and_grad(*args)
     assert calls and list(net._steps.values()) != [None]
     assert_same(got, want)
 
