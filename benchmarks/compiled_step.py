@@ -13,7 +13,8 @@ checks and the heads' labelled rows.
 
 Both ways train over the same batches as benchmarks/train_charlm.py, with
 the same Adam, each in its own process, alternating; `net.fused = False`
-runs layer by layer. Before timing, each checks that the two give the same
+runs layer by layer. The compiled step runs each batch whole here, as the
+layers do (its shards: benchmarks/step_shards.py). Before timing, each checks that the two give the same
 loss and gradients on every batch (to the bit). The section "Compiled
 training step" of RESULTS.md is replaced.
 """
@@ -32,6 +33,18 @@ from train_charlm import LR, _data  # noqa: E402  (the same batches and sizes)
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTION = "## Compiled training step"
+
+
+def whole(net) -> None:
+    """Every batch run whole, as layer by layer runs the CharLM's: the step's
+    shards are measured by benchmarks/step_shards.py."""
+    import dataclasses
+
+    from seqdsl.runtime.numba.shards import Parallelism, thread_count
+    for layer in net.layers.values():
+        for _, cell in layer.cells():
+            cell.runner.parallel = dataclasses.replace(Parallelism(thread_count()),
+                                                       min_loop_flops=float("inf"))
 
 
 def _differences(net, data) -> int:
@@ -58,6 +71,7 @@ def work(way: str, repeats: int) -> dict:
     nt, sizes, batches = _data()
     net = seqdsl.instantiate(nt, sizes=sizes, dtype=np.float32, backend="numba")
     data = [({"x": b.inputs["x"]}, {"x": b.lengths["x"]}, b.targets) for b in batches]
+    whole(net)
     differ = _differences(net, data)
     net.fused = way == "compiled step"
     params, opt = net.init_params(0), make_optimizer("adam", LR)

@@ -13,6 +13,7 @@ import pytest
 
 import seqdsl
 from seqdsl.runtime.network import Network
+from seqdsl.runtime.numba.shards import RunPlan
 from seqdsl.tools.netcheck import random_network_problem
 
 from test_run_networks import NETS as RUN_NETS
@@ -163,29 +164,56 @@ def share(net, parallel):
             cell.runner.parallel = parallel
 
 
+@pytest.mark.parametrize("in_one_loop", [True, False], ids=["in one loop", "on Python's threads"])
 @pytest.mark.parametrize("name", FUSED)
-def test_a_batch_the_cells_shard_runs_as_shards_of_the_step(name, monkeypatch):
+def test_a_batch_the_cells_shard_runs_as_shards_of_the_step(name, in_one_loop, monkeypatch):
     """Where the cells' plan splits a batch's rows over threads, the step
-    runs in shards too, each the whole step on a thread of its own, never
-    layer by layer; its shards' summed terms and gradients are what the
-    layers give, to rounding: shards of 1 and 2 rows, a length-0 example,
-    unlabelled steps, a mask and the sum."""
+    runs in shards too, each the whole step, never layer by layer: in one
+    parallel loop (emit_shards.py) where Numba's threads hand off fast, else
+    each on a Python thread. Either way the shards' summed terms and
+    gradients are what the layers give, to rounding: shards of 1 and 2 rows,
+    a length-0 example, unlabelled steps, a mask and the sum."""
     from seqdsl.runtime.numba import step as step_module
     from seqdsl.runtime.numba.shards import Parallelism
     net = network(name)
-    share(net, Parallelism(3, min_rows=1, min_flops=0, min_shards=2))
+    share(net, Parallelism(3, min_rows=1, min_flops=0, min_loop_flops=0, min_shards=2))
     pb = random_network_problem(net, steps=4, batch=5, seed=3, steps_by_input={"y": 3})
     args = (pb.params, pb.inputs, pb.lengths, pb.targets)
     masks = {h.name: np.random.default_rng(3).random(
                  np.shape(pb.targets[h.name])[:2 if h.per_step else 1]) < 0.6
              for h in net.heads}
-    real, shards = step_module.run_each, []
+    monkeypatch.setattr(step_module, "parallel_loops_hand_off_fast", lambda: in_one_loop)
+    shards = []
+    real_each, real_loop = step_module.run_each, step_module.FusedStep._run_in_shards
     monkeypatch.setattr(step_module, "run_each",
-                        lambda job, items: shards.append(len(items)) or real(job, items))
+                        lambda job, items: shards.append(len(items)) or real_each(job, items))
+    monkeypatch.setattr(step_module.FusedStep, "_run_in_shards",
+                        lambda self, B, n, *rest: shards.append(n) or real_loop(self, B, n, *rest))
     for kwargs in ({}, {"reduction": "sum"}, {"mask": masks}):
+        share(net, Parallelism(3, min_rows=1, min_flops=0, min_loop_flops=0, min_shards=2))
         want = layer_by_layer(net, *args, **kwargs)  # the cells' own shards
         assert_close(fused_only(net, monkeypatch, *args, **kwargs), want)
     assert shards == [3, 3, 3]
+
+
+def test_a_sharded_step_keeps_the_networks_unsharded_runs_on_one_blas_thread(monkeypatch):
+    """After its first sharded batch, a batch too small to shard (and every
+    other run of the network's cells) keeps to one BLAS thread: OpenBLAS's
+    threads spin after a call on several, on the cores the shards need."""
+    from seqdsl.runtime.numba import step as step_module
+    from seqdsl.runtime.numba.shards import Parallelism
+    net = network("Chain")
+    share(net, Parallelism(2, min_rows=2, min_flops=0, min_loop_flops=0, small_step_flops=0))
+    threads = []
+    real = step_module.blas_threads
+    monkeypatch.setattr(step_module, "blas_threads", lambda n: threads.append(n) or real(n))
+    small = random_network_problem(net, steps=3, batch=3, seed=1)
+    big = random_network_problem(net, steps=3, batch=4, seed=1)
+    for pb in (small, big, small):
+        net.loss_and_grad(pb.params, pb.inputs, pb.lengths, pb.targets)
+    assert threads == [2, 1, 1]
+    cells = [cell.runner for layer in net.layers.values() for _, cell in layer.cells()]
+    assert {r._plan(3, 3) for r in cells} == {RunPlan(1, 1)}
 
 
 def test_cells_whose_plans_differ_run_layer_by_layer(monkeypatch):

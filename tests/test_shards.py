@@ -146,6 +146,9 @@ def test_the_thread_count_comes_from_the_option_then_the_environment(monkeypatch
     monkeypatch.setenv("NUMBA_NUM_THREADS", "5")
     assert thread_count() == 5
     assert thread_count(2) == 2
+    # (Numba refuses to compile once NUMBA_NUM_THREADS differs from the
+    # threads it has started, as a network's sharded step starts them)
+    monkeypatch.delenv("NUMBA_NUM_THREADS")
     cell = instantiate(library_cells()["RNN"], 4, 3, backend="numba", threads=7)
     assert cell.parallel.threads == 7
     monkeypatch.setenv("NUMBA_NUM_THREADS", "-1")

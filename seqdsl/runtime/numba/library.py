@@ -115,3 +115,20 @@ def _transpose_blocks(src, dst, width):
     for b in range(rows):
         for k in range(whole, cols):
             dst[b, k] = src[k, b]
+
+
+@njit(**_JIT)
+def rows_among(t, b, target, lo, hi):
+    """A head's labelled rows (steps `t`, examples `b`, dense targets) whose
+    example is among lo:hi, the examples numbered from lo: a shard's rows."""
+    keep = np.flatnonzero((b >= lo) & (b < hi))
+    return t[keep], b[keep] - lo, np.ascontiguousarray(target[keep])
+
+
+@njit(**_JIT)
+def total_of(terms):
+    """The sum of a head's loss terms, in float64."""
+    total = 0.0
+    for v in terms.ravel():
+        total += v
+    return total

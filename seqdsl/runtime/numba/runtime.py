@@ -80,8 +80,8 @@ class CompiledCell(CellInstance):
         key = cache_key(self.dtype.name, self.source)
         self.loaded: Loaded = load_module(self.source, key, self._signatures())
 
-    def _plan(self, T: int, B: int):
-        return self.parallel.plan(T, B, self._flops_per_row, self._weight_bytes)
+    def _plan(self, T: int, B: int, in_one_loop: bool = False):
+        return self.parallel.plan(T, B, self._flops_per_row, self._weight_bytes, in_one_loop)
 
     def _signatures(self) -> dict[str, str]:
         """Numba signatures of the generated functions (C-contiguous arrays)."""

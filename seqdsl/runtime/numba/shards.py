@@ -18,6 +18,7 @@ products on several threads wait for sleeping BLAS threads to wake).
 """
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +39,13 @@ from ...errors import SeqError
 # rows or more, and the shard enough product work to pay for its thread.
 MIN_SHARD_ROWS = 16
 MIN_SHARD_FLOPS = 5e7
+# A network's step whose shards run in one parallel loop (emit_shards.py)
+# hands them to threads in microseconds, not Python's 50 µs: on 2 cores, the
+# CharLM's step (H=128, B=32, forward+backward+loss) in 2 shards took 866
+# against 942–1172 µs whole at T = 8, and 261 against 285–322 µs at T = 1.
+# Below 16 rows a shard lost at any T (each packs all the weights for every
+# product): B=11, T=8, 693 against 531–707 µs.
+MIN_LOOP_SHARD_FLOPS = 0.0
 # Each shard streams all of the cell's weights through its core every step;
 # one product on every BLAS thread streams each part of them once. Past the
 # caches that decides it: on 2 cores (an AMD EPYC, 2 MiB of L2 a core,
@@ -98,23 +106,29 @@ class RunPlan:
 @dataclass(frozen=True)
 class Parallelism:
     """How a cell's runs use threads: at most `threads`; shards of at least
-    `min_rows` rows and `min_flops` of product work each, and at least
-    `min_shards` of them (by default one per thread), or none."""
+    `min_rows` rows and `min_flops` of product work each (`min_loop_flops`
+    for shards in one parallel loop), and at least `min_shards` of them (by
+    default one per thread), or none."""
 
     threads: int
     min_rows: int = MIN_SHARD_ROWS
     min_flops: float = MIN_SHARD_FLOPS
+    min_loop_flops: float = MIN_LOOP_SHARD_FLOPS
     min_shards: int | None = None
     small_step_flops: float = SMALL_STEP_FLOPS
     max_weight_bytes: float = MAX_SHARD_WEIGHT_BYTES
 
-    def plan(self, T: int, B: int, flops_per_row: float, weight_bytes: float = 0) -> RunPlan:
+    def plan(self, T: int, B: int, flops_per_row: float, weight_bytes: float = 0,
+             in_one_loop: bool = False) -> RunPlan:
         """The plan of a run over T steps of B rows whose step products do
         `flops_per_row` floating-point operations per row with
-        `weight_bytes` of weights."""
+        `weight_bytes` of weights; `in_one_loop` where its shards would run
+        in one parallel loop (a network's step, emit_shards.py), not each
+        handed to a thread from Python."""
         shards = min(self.threads, B // max(self.min_rows, 1))
         wanted = self.threads if self.min_shards is None else self.min_shards
-        if shards >= max(wanted, 2) and T * (B // shards) * flops_per_row >= self.min_flops \
+        least = self.min_loop_flops if in_one_loop else self.min_flops
+        if shards >= max(wanted, 2) and T * (B // shards) * flops_per_row >= least \
                 and weight_bytes <= self.max_weight_bytes:
             return RunPlan(shards, 1)
         small = B * flops_per_row < self.small_step_flops
@@ -125,6 +139,29 @@ def shard_rows(B: int, shards: int) -> list[slice]:
     """`shards` runs of consecutive rows of a batch of B, as equal as can be."""
     bounds = [B * i // shards for i in range(shards + 1)]
     return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
+
+
+# Numba's threading layers whose threads take up a parallel loop within
+# microseconds: measured on 2 cores, a loop of two iterations called after
+# 70 µs of other work took 1.4 µs more than one iteration on OpenMP, 105 µs
+# on the workqueue (whose threads sleep on a condition variable).
+FAST_LAYERS = ("omp", "tbb")
+
+
+@functools.lru_cache(maxsize=1)
+def parallel_loops_hand_off_fast() -> bool:
+    """Whether Numba's threads start a parallel loop fast enough for a
+    network's step to run its shards in one (step.py) rather than on
+    Python's threads. Starts Numba's threads, on the layer Numba picks
+    (NUMBA_THREADING_LAYER, else the first of TBB, OpenMP and its own
+    workqueue that loads)."""
+    import numba
+    from numba.np.ufunc import parallel
+    try:
+        parallel._launch_threads()
+        return numba.threading_layer() in FAST_LAYERS
+    except (ValueError, ImportError, RuntimeError):
+        return False
 
 
 _pool_lock = threading.Lock()

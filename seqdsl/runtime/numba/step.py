@@ -11,10 +11,16 @@ the compiled function: the CharLM's step spent a sixth to a fifth of its
 time in Python between the kernels before (benchmarks/RESULTS.md).
 
 A batch the cells' plan splits into shards of rows (shards.py) runs as
-shards here too, each the whole step on a thread of its own with one BLAS
-thread (batch rows never meet in a network), their loss terms and
-gradients summed: one thread handoff a batch, where layer by layer takes
-one a cell and pass, and the heads run sharded as well.
+shards here too, each the whole step with one BLAS thread (batch rows never
+meet in a network), their loss terms and gradients summed, the heads
+sharded as well. Where Numba's threads hand off fast (OpenMP, TBB), all
+shards run in one parallel loop (emit_shards.py), and a step shards from
+16 rows a shard, whatever its work: the CharLM's step with Adam took
+0.83–0.91× the time of its batches of 32 run whole (two runs of
+benchmarks/step_shards.py; a whole batch's time on BLAS's two threads
+varies by process, the shards' less). Elsewhere each
+shard is handed to a Python thread, only where the cells' plan has work
+enough to pay for that.
 
 What it does not cover (token ids read as one-hot vectors or by a head,
 several layers starting from one layer's states, cells whose plans differ)
@@ -24,6 +30,8 @@ way to the bit; in shards, to the rounding of the sums
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 import sys
 
 import numpy as np
@@ -32,10 +40,12 @@ from ..layers import Bidirectional, CellLayer, Stack
 from .blas import blas_threads
 from .call import address_of
 from .compile import cache_key, load_module
+from .emit_shards import generate_shards
 from .emit_step import generate_step
 from .step_plan import BiPart, CellPart, Columns, HeadPart, Kernel, Lookup, StepPlan
 from .runtime import _reuse_freed_memory
-from .shards import RunPlan, run_each, shard_rows, sum_into_first
+from .shards import (RunPlan, parallel_loops_hand_off_fast, run_each, shard_rows,
+                     sum_into_first)
 
 
 class Unfused(Exception):
@@ -71,7 +81,9 @@ class FusedStep:
         gen = generate_step(self.plan, net.dtype.name)
         self.source = gen.source
         key = cache_key("network step", net.dtype.name, gen.source)
+        self.signature = gen.signature
         self.loaded = load_module(gen.source, key, {"loss_and_grad": gen.signature})
+        self.sharded = None  # the step in shards, compiled when a batch first shards
         self.addresses = [address_of(getattr(_module(k), k.function), k.signature)
                           for k in self.plan.kernels()]
 
@@ -92,16 +104,19 @@ class FusedStep:
             rows.append((t, b, dense, weight))
             weights.append(weight)
         _reuse_freed_memory()
+        B = next(iter(shape.values()))[1]
         if plan.shards == 1:
             with blas_threads(plan.blas_threads):
                 outs = [self._run(list(xs.values()), list(ls.values()), p, rows)]
         else:
-            B = next(iter(shape.values()))[1]
-            # every shard's arrays made first: a thread waiting for the GIL
-            # while another holds it can wait for a scheduler tick
-            shards = [(*_shard(xs, ls, r), p, _rows_of(rows, r))
-                      for r in shard_rows(B, plan.shards)]
+            self._keep_unsharded_runs_on_one_blas_thread()
             with blas_threads(1):
+                if self._in_one_loop():
+                    return self._run_in_shards(B, plan.shards, xs, ls, p, rows, weights)
+                # every shard's arrays made first: a thread waiting for the
+                # GIL while another holds it can wait for a scheduler tick
+                shards = [(*_shard(xs, ls, r), p, _rows_of(rows, r))
+                          for r in shard_rows(B, plan.shards)]
                 outs = run_each(lambda args: self._run(*args), shards)
         total = 0.0
         for out in outs:
@@ -110,17 +125,57 @@ class FusedStep:
         grads = sum_into_first([list(out[len(weights):]) for out in outs])
         return total, dict(zip(net.param_shapes, grads))
 
+    def _run_in_shards(self, B: int, shards: int, xs: dict, ls: dict, p: dict, rows: list,
+                       weights: list) -> tuple:
+        """(loss, gradients) by the compiled step in shards of the batch's
+        rows, all in one call on Numba's threads (emit_shards.py)."""
+        if self.sharded is None:
+            gen = generate_shards(self.plan, self.net.dtype.name, self.loaded.module.__name__)
+            key = cache_key("network step in shards", self.net.dtype.name, gen.source)
+            self.sharded = load_module(gen.source, key, {"loss_and_grad_in_shards": gen.signature})
+            self.step_address = address_of(self.loaded.module.loss_and_grad, self.signature)
+        bounds = np.array([r.start for r in shard_rows(B, shards)] + [B], np.int64)
+        sums, flat = self.sharded.module.loss_and_grad_in_shards(
+            self.step_address, bounds, *self.addresses, *xs.values(), *ls.values(), *p.values(),
+            *(a for r in rows for a in r))
+        total = float(sums.sum(axis=0) @ np.asarray(weights, np.float64))
+        grads, start = {}, 0
+        for name, a in p.items():
+            grads[name] = flat[start:start + a.size].reshape(a.shape)
+            start += a.size
+        return total, grads
+
+    def _in_one_loop(self) -> bool:
+        """Whether this step's shards run in one parallel loop (emit_shards.py)
+        rather than each handed to a thread from Python."""
+        return all(layer.runner.parallel.threads > 1 for layer, _ in self.cells) \
+            and parallel_loops_hand_off_fast()
+
+    def _keep_unsharded_runs_on_one_blas_thread(self) -> None:
+        """From a network's first sharded step on, its unsharded runs (an
+        epoch's last, smaller batch, validation, sampling) keep to one BLAS
+        thread: after a call on several, OpenBLAS's threads spin on their
+        cores for about 0.1 s and take the cores the next steps' shards run
+        on. Measured on 2 cores (the CharLM's step in 2 shards): one batch
+        in 60 run whole on BLAS's 2 threads made the pass over all 60 take
+        1.72× as long as with that batch on one thread."""
+        for layer, _ in self.cells:
+            runner = layer.runner
+            if runner.parallel.small_step_flops != math.inf:
+                runner.parallel = dataclasses.replace(runner.parallel, small_step_flops=math.inf)
+
     def _plan(self, shape: dict) -> RunPlan | None:
         """The cells' plan for a batch of these shapes (None where they
         differ, or for an empty batch): the step shards the batch's rows
         where they would, each shard the whole step on its own thread."""
         plans = set()
+        in_one_loop = self._in_one_loop()
         for layer, part in self.cells:
             T, B = shape[self.plan.lengths_of[part.reads]]
             if T * B == 0:
                 return None
             runner = layer.runner
-            plans.add(runner._plan(T, B))
+            plans.add(runner._plan(T, B, in_one_loop))
             for run, backward in (("forward", False), ("backward", True)):  # as the cells check
                 runner._check_memory(f"a {run} run over T={T}, B={B} needs",
                                      runner._run_bytes(T, B, backward),
