@@ -3,6 +3,8 @@ split, that a sharded run gives what the unsharded run gives (test_jit.py
 compares both with the reference for every cell it runs), how its trace is
 checked, and the thread count's sources."""
 import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -33,6 +35,17 @@ def test_a_batch_is_sharded_only_when_every_thread_gets_enough_rows():
     assert on2.plan(2, 32, 1000.0) == RunPlan(1, 1)
     assert on16.plan(100, 1, 2.0 * 4 * 64 * 96) == RunPlan(1, 1)
     assert on16.plan(100, 1, 2.0 * 4 * 1024 * 2048) == RunPlan(1, 16)
+
+
+def test_shards_in_one_parallel_loop_need_rows_enough_and_no_least_work():
+    """A network step's shards, handed to threads in microseconds, pay from
+    16 rows each however short the step (CharLM, H = 128: T = 1 too)."""
+    on2, charlm = Parallelism(2), 2.0 * 4 * 128 * 128
+    assert on2.plan(1, 32, charlm) == RunPlan(1, 2)
+    assert on2.plan(1, 32, charlm, in_one_loop=True) == RunPlan(2, 1)
+    assert on2.plan(8, 31, charlm, in_one_loop=True) == RunPlan(1, 2)
+    at_1024 = 4 * 1024 * 2048 * 4
+    assert on2.plan(100, 32, 2.0 * 4 * 1024 * 2048, at_1024, in_one_loop=True) == RunPlan(1, 2)
 
 
 def test_a_cell_whose_weights_outgrow_the_caches_is_not_sharded():
@@ -226,3 +239,23 @@ def test_a_network_of_sharded_cells_gives_the_same_loss_and_gradients():
     assert len(runners) == 3 and set(g1) == set(g2) == set(p)
     for k in g1:
         np.testing.assert_allclose(g2[k], g1[k], rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("layer", ["default", "workqueue"])
+def test_a_step_shards_in_one_loop_only_on_a_layer_whose_threads_hand_off_fast(layer):
+    """On OpenMP or TBB a network's step runs its shards in one parallel loop;
+    asked for the workqueue, no Numba thread starts (so NUMBA_NUM_THREADS
+    may still change) and shards go to Python's threads."""
+    code = ("import numba\n"
+            "from seqdsl.runtime.numba.shards import parallel_loops_hand_off_fast as fast\n"
+            "on = fast()\n"
+            "try:\n    layer = numba.threading_layer()\n"
+            "except ValueError:\n    layer = 'none'\n"
+            "print(on, layer)\n")
+    env = {**os.environ, "NUMBA_THREADING_LAYER": layer}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    if layer == "workqueue":
+        assert out == ["False", "none"]
+    else:
+        assert out[0] == str(out[1] in ("omp", "tbb")) and out[1] != "none"

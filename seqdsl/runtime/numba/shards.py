@@ -154,9 +154,11 @@ def parallel_loops_hand_off_fast() -> bool:
     network's step to run its shards in one (step.py) rather than on
     Python's threads. Starts Numba's threads, on the layer Numba picks
     (NUMBA_THREADING_LAYER, else the first of TBB, OpenMP and its own
-    workqueue that loads)."""
+    workqueue that loads), unless that variable names the workqueue."""
     import numba
     from numba.np.ufunc import parallel
+    if numba.config.THREADING_LAYER == "workqueue":
+        return False
     try:
         parallel._launch_threads()
         return numba.threading_layer() in FAST_LAYERS
