@@ -132,3 +132,18 @@ def total_of(terms):
     for v in terms.ravel():
         total += v
     return total
+
+
+@njit(**_JIT)
+def columns_of(a, lo, hi):
+    """a[:, lo:hi] as a new C-contiguous array: a shard's rows of a
+    (T, B, ...) sequence."""
+    return np.ascontiguousarray(a[:, lo:hi])
+
+
+@njit(**_JIT)
+def put_flat(row, start, a):
+    """row[start:start + a.size] = a's entries, in order."""
+    flat = a.reshape(a.size)
+    for i in range(a.size):
+        row[start + i] = flat[i]
