@@ -14,9 +14,9 @@ checks and the heads' labelled rows.
 Both ways train over the same batches as benchmarks/train_charlm.py, with
 the same Adam, each in its own process, alternating; `net.fused = False`
 runs layer by layer. The compiled step runs each batch whole here, as the
-layers do (its shards: benchmarks/step_shards.py). Before timing, each checks that the two give the same
-loss and gradients on every batch (to the bit). The section "Compiled
-training step" of RESULTS.md is replaced.
+layers do (its shards: benchmarks/step_shards.py). Before timing, each
+checks that the two give the same loss and gradients on every batch (to
+the bit). The section "Compiled training step" of RESULTS.md is replaced.
 """
 from __future__ import annotations
 
@@ -134,7 +134,8 @@ def _write(path: Path, med: dict, ratios: list, steps: int, load: list, args) ->
         "Adam of *CharLM training*): `Network.loss_and_grad` as one compiled "
         "function that calls the cell's and the head's generated kernels by address "
         "(`seqdsl/runtime/numba/step.py`, the default on the numba backend) against the "
-        "same network run layer by layer (`net.fused = False`). Both give the same loss "
+        "same network run layer by layer (`net.fused = False`), each batch run whole both "
+        "ways (the step's shards: *Row shards of the compiled step*). Both give the same loss "
         f"and gradients on all {steps} batches, to the bit (checked before timing). Each "
         "way in its own process, alternating; medians of the rounds' medians; load "
         f"average {load[0]:.2f} before, {load[1]:.2f} after.",

@@ -18,9 +18,8 @@ shards run in one parallel loop (emit_shards.py), and a step shards from
 16 rows a shard, whatever its work: the CharLM's step with Adam took
 0.83–0.91× the time of its batches of 32 run whole (two runs of
 benchmarks/step_shards.py; a whole batch's time on BLAS's two threads
-varies by process, the shards' less). Elsewhere each
-shard is handed to a Python thread, only where the cells' plan has work
-enough to pay for that.
+varies by process, the shards' less). Elsewhere each shard is handed to a
+Python thread, only where the cells' plan has work enough to pay for that.
 
 What it does not cover (token ids read as one-hot vectors or by a head,
 several layers starting from one layer's states, cells whose plans differ)
@@ -158,7 +157,8 @@ class FusedStep:
         cores for about 0.1 s and take the cores the next steps' shards run
         on. Measured on 2 cores (the CharLM's step in 2 shards): one batch
         in 60 run whole on BLAS's 2 threads made the pass over all 60 take
-        1.72× as long as with that batch on one thread."""
+        1.72–2.23× as long as with that batch on one thread
+        (benchmarks/step_shards.py)."""
         for layer, _ in self.cells:
             runner = layer.runner
             if runner.parallel.small_step_flops != math.inf:
