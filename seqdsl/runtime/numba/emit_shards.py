@@ -67,8 +67,7 @@ def generate_shards(plan: StepPlan, dtype: str, step_module: str) -> StepSource:
             w(f"r = call_at(STEP, at_step, ({', '.join(call)},))")
             for i in range(len(plan.heads)):
                 w(f"sums[_s, {i}] = total_of(r[{i}])")
-            for i, (n, start) in enumerate(zip(plan.params, offsets)):
-                p = own[step.param[n]]
+            for i, start in enumerate(offsets):
                 w(f"put_flat(flat[_s], {start}, r[{len(plan.heads) + i}])")
         w("# the shards' gradients summed, on this thread")
         w("grads = np.empty(size, DT)")

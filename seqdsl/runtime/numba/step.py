@@ -91,7 +91,8 @@ class FusedStep:
         (an empty one, or one whose cells' plans differ)."""
         net = self.net
         shape = {n: xs[n].shape[:2] for n in xs}
-        plan = self._plan(shape)
+        in_one_loop = self._in_one_loop()
+        plan = self._plan(shape, in_one_loop)
         if plan is None:
             return None
         rows, weights = [], []
@@ -110,7 +111,7 @@ class FusedStep:
         else:
             self._keep_unsharded_runs_on_one_blas_thread()
             with blas_threads(1):
-                if self._in_one_loop():
+                if in_one_loop:
                     return self._run_in_shards(B, plan.shards, xs, ls, p, rows, weights)
                 # every shard's arrays made first: a thread waiting for the
                 # GIL while another holds it can wait for a scheduler tick
@@ -135,8 +136,8 @@ class FusedStep:
             self.step_address = address_of(self.loaded.module.loss_and_grad, self.signature)
         bounds = np.array([r.start for r in shard_rows(B, shards)] + [B], np.int64)
         sums, flat = self.sharded.module.loss_and_grad_in_shards(
-            self.step_address, bounds, *self.addresses, *xs.values(), *ls.values(), *p.values(),
-            *(a for r in rows for a in r))
+            self.step_address, bounds, *self._arguments(list(xs.values()), list(ls.values()), p,
+                                                        rows))
         total = float(sums.sum(axis=0) @ np.asarray(weights, np.float64))
         grads, start = {}, 0
         for name, a in p.items():
@@ -164,12 +165,11 @@ class FusedStep:
             if runner.parallel.small_step_flops != math.inf:
                 runner.parallel = dataclasses.replace(runner.parallel, small_step_flops=math.inf)
 
-    def _plan(self, shape: dict) -> RunPlan | None:
+    def _plan(self, shape: dict, in_one_loop: bool) -> RunPlan | None:
         """The cells' plan for a batch of these shapes (None where they
         differ, or for an empty batch): the step shards the batch's rows
         where they would, each shard the whole step on its own thread."""
         plans = set()
-        in_one_loop = self._in_one_loop()
         for layer, part in self.cells:
             T, B = shape[self.plan.lengths_of[part.reads]]
             if T * B == 0:
@@ -187,8 +187,11 @@ class FusedStep:
     def _run(self, xs: list, ls: list, p: dict, rows: list) -> tuple:
         """The compiled step on these arrays: each head's loss terms, then
         every parameter's gradient."""
-        return self.loaded.module.loss_and_grad(
-            *self.addresses, *xs, *ls, *p.values(), *(a for r in rows for a in r))
+        return self.loaded.module.loss_and_grad(*self._arguments(xs, ls, p, rows))
+
+    def _arguments(self, xs: list, ls: list, p: dict, rows: list) -> tuple:
+        """The compiled step's arguments, in its order (emit_step.py)."""
+        return (*self.addresses, *xs, *ls, *p.values(), *(a for r in rows for a in r))
 
 
 def _shard(xs: dict, ls: dict, r: slice) -> tuple[list, list]:
