@@ -542,13 +542,14 @@ def _cpu() -> str:
                 break
     except OSError:
         pass
-    return cpu + _openblas_kernels()
+    return cpu + _blas_kernels()
 
 
-def _openblas_kernels() -> str:
-    """Which of OpenBLAS's kernels seqdsl's (and NumPy's) BLAS runs: its own
-    choice for the CPU, or the one OPENBLAS_CORETYPE forces (torch's MKL and
-    oneDNN ignore it). On an AMD EPYC (Zen 5) forced to Haswell, float32
+def _blas_kernels() -> str:
+    """Where seqdsl's products run (gemm.py: BLIS's AVX-512 kernels on one
+    thread, where there), and which of OpenBLAS's kernels its other products
+    and NumPy's run: its own choice for the CPU, or the one OPENBLAS_CORETYPE
+    forces (torch's MKL and oneDNN ignore it). On an AMD EPYC (Zen 5) forced to Haswell, float32
     GEMM ran at half the speed of OpenBLAS's own choice there (SkylakeX)."""
     try:
         import scipy.linalg.cython_blas  # noqa: F401  (loaded, so threadpoolctl sees it)
@@ -560,7 +561,13 @@ def _openblas_kernels() -> str:
     if not cores:
         return ""
     forced = os.environ.get("OPENBLAS_CORETYPE")
-    return f" (OpenBLAS on its {'/'.join(cores)} kernels" + (
+    try:
+        from seqdsl.runtime.numba import gemm
+        blis = gemm.available()
+    except Exception:
+        blis = False
+    return (" (seqdsl's products on BLIS's Skylake-X kernels where a run's products are on "
+            "one thread, else " if blis else " (") + f"OpenBLAS on its {'/'.join(cores)} kernels" + (
         f", as OPENBLAS_CORETYPE={forced} in the environment asks)" if forced else ")")
 
 

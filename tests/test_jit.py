@@ -13,6 +13,8 @@ import pytest
 from hypothesis import Phase, example, given, settings
 
 from cellgen import cells, sizes_for
+from seqdsl.runtime.numba import gemm
+from seqdsl.runtime.numba.gemm import every_product_on_blis
 from seqdsl.runtime.numba.shards import Parallelism, Shard
 from seqdsl.tools.gradcheck import random_problem, relative_error
 from seqdsl.spec import instantiate, library_cells, loads
@@ -20,6 +22,12 @@ from seqdsl.spec import instantiate, library_cells, loads
 SERIAL = Parallelism(1)
 # Up to three shards whenever the batch has two rows or more.
 SHARDED = Parallelism(3, min_rows=1, min_flops=0, min_shards=2)
+
+# Every size here is below the products BLIS takes by default (gemm.py): the
+# first two paths run OpenBLAS's products, the last BLIS's, every one of them.
+PATHS = [("", SERIAL, False), ("sharded ", SHARDED, False)] + (
+    [("on BLIS ", SERIAL, True), ("sharded on BLIS ", SHARDED, True)] if gemm.available()
+    else [])
 
 TOL = {np.float64: 1e-10, np.float32: 1e-4}
 # CI compiles 25 generated cells (each costs a compile); SEQDSL_JIT_EXAMPLES=300 for a long run.
@@ -44,11 +52,13 @@ def compare(ct, dtype, hidden=4, input=3, shapes=((5, 3), (1, 1), (1, 4), (6, 1)
             pb.params = {k: v.astype(np.float32).astype(np.float64) for k, v in pb.params.items()}
         r1 = ref.forward(pb.params, pb.x, pb.lengths, pb.state0)
         g1 = ref.backward(pb.params, r1, pb.w_out, pb.w_final)
-        for path, parallel in (("", SERIAL), ("sharded ", SHARDED)):
+        for path, parallel, blis in PATHS:
             jit.parallel = parallel
-            r2 = jit.forward(pb.params, pb.x, pb.lengths, pb.state0)
-            assert any(isinstance(s, Shard) for s in r2.trace.tape) == (path != "" and B > 1)
-            g2 = jit.backward(pb.params, r2, pb.w_out, pb.w_final)
+            with every_product_on_blis(blis):
+                r2 = jit.forward(pb.params, pb.x, pb.lengths, pb.state0)
+                g2 = jit.backward(pb.params, r2, pb.w_out, pb.w_final)
+            assert any(isinstance(s, Shard) for s in r2.trace.tape) == (parallel is SHARDED
+                                                                       and B > 1)
             for k, v in gaps(r1, g1, r2, g2, dtype).items():
                 worst[path + k] = max(worst.get(path + k, 0), v)
     return worst

@@ -20,6 +20,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from . import gemm
+
 
 @lru_cache(maxsize=1)
 def _blas_libraries():
@@ -68,9 +70,16 @@ def _threads(libs: list, n: int):
             lib.set_num_threads(was)
 
 
+@contextlib.contextmanager
 def blas_threads(n: int):
-    """The kernels' BLAS at `n` threads inside the block, as it was after it."""
-    return _threads(kernel_blas(), n)
+    """The kernels' BLAS at `n` threads inside the block, as it was after it;
+    at one thread, their products on BLIS where it is there (gemm.py)."""
+    was = gemm.use_blis(n == 1)
+    try:
+        with _threads(kernel_blas(), n):
+            yield
+    finally:
+        gemm.use_blis(was)
 
 
 def numpy_blas_single_threaded():

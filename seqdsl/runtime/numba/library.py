@@ -10,10 +10,15 @@ by every cell and process: a new cell compiles only its own loops. Measured
 on the LSTM's forward and backward (float32, 2 cores): 6.0 s cold with
 NumPy's calls in the kernels, 4.3 s with the products from here. None of
 these runs per row inside the time loop: the products are BLAS calls either
-way.
+way, to BLIS's AVX-512 kernels or to SciPy's OpenBLAS as gemm.py decides.
 """
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from .gemm import SYMBOLS
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
 
@@ -39,14 +44,134 @@ def shortest(lengths):
 
 @njit(**_JIT)
 def dot(a, b):
-    """a @ b, a new array."""
+    """a @ b, a new array (on BLIS where gemm.py sends it)."""
+    if blis_takes(a, b):
+        out = np.empty((a.shape[0], b.shape[1]), a.dtype)
+        blis_product(a, b, out)
+        return out
     return np.dot(a, b)
 
 
 @njit(**_JIT)
 def dot_into(a, b, out):
-    """a @ b, written into `out`."""
-    np.dot(a, b, out)
+    """a @ b, written into `out` (on BLIS where gemm.py sends it)."""
+    if not (blis_takes(a, b) and blis_product(a, b, out)):
+        np.dot(a, b, out)
+
+
+@njit(**_JIT)
+def blis_takes(a, b):
+    """Whether a @ b goes to BLIS: products are on it now (gemm.use_blis),
+    this one is at least gemm's limits, and BLIS takes both layouts."""
+    m, k = a.shape
+    n = b.shape[1]
+    if setting(0) == 0 or n < setting(1) or m * n * k < setting(2) or min(m, k) < 1:
+        return False
+    size = a.itemsize
+    return _layout(m, k, a.strides, size)[0] != 0 and _layout(k, n, b.strides, size)[0] != 0
+
+
+@njit(**_JIT)
+def blis_product(a, b, out):
+    """out = a @ b on BLIS, where `blis_takes(a, b)`; False, with `out`
+    untouched, where BLIS does not take out's layout."""
+    m, k = a.shape
+    n = b.shape[1]
+    size = out.itemsize
+    rsc, csc = _layout(m, n, out.strides, size)
+    if rsc == 0:
+        return False
+    rsa, csa = _layout(m, k, a.strides, size)
+    rsb, csb = _layout(k, n, b.strides, size)
+    blis_gemm(a, b, out, 0.0, (rsa, csa, rsb, csb, rsc, csc))
+    return True
+
+
+@njit(**_JIT)
+def _layout(m, n, strides, itemsize):
+    """An m×n matrix's (row stride, column stride) in elements as BLIS takes
+    them, rows or columns laid out one after the other; (0, 0) for any
+    other layout (a stride of part of an element, a negative or zero stride,
+    both strides over 1), which NumPy's product handles."""
+    if strides[0] % itemsize or strides[1] % itemsize:
+        return 0, 0
+    rs, cs = strides[0] // itemsize, strides[1] // itemsize
+    if (m > 1 and rs < 1) or (n > 1 and cs < 1):
+        return 0, 0
+    if m == 1 and n == 1:
+        return 1, 1
+    # a dimension of length 1 has no stride to speak of: the one that makes
+    # a vector a row-major or column-major matrix
+    if m == 1:
+        rs = n if cs == 1 else 1
+    if n == 1:
+        cs = m if rs == 1 else 1
+    if rs == 1 and cs >= m:
+        return rs, cs
+    if cs == 1 and rs >= n:
+        return rs, cs
+    return 0, 0
+
+
+# BLIS's products, as gemm.py finds them (in this file, so that Numba's cache
+# of the functions above, which holds this code, changes with it)
+
+def _external_global(builder, name: str, ty):
+    module = builder.module
+    try:
+        return module.get_global(name)
+    except KeyError:
+        g = ir.GlobalVariable(module, ty, name=name)
+        g.linkage = "external"
+        return g
+
+
+@intrinsic
+def setting(typingctx, index):
+    """_SETTINGS[index], read where it is now (compiled code)."""
+    if not isinstance(index, types.IntegerLiteral):
+        return None
+
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        table = _external_global(builder, SYMBOLS["settings"], ir.ArrayType(i64, 3))
+        at = builder.gep(table, [ir.Constant(ir.IntType(32), 0),
+                                 ir.Constant(ir.IntType(32), index.literal_value)])
+        return builder.load(at)
+    return types.int64(index), codegen
+
+
+@intrinsic
+def blis_gemm(typingctx, a, b, out, beta, strides):
+    """BLIS's gemm: out = a @ b + beta * out, each matrix with its strides
+    in elements (`strides`: rsa, csa, rsb, csb, rsc, csc)."""
+    dtype = out.dtype
+    symbol = SYMBOLS["sgemm" if dtype == types.float32 else "dgemm"]
+
+    def codegen(context, builder, signature, args):
+        va, vb, vout, vbeta, vstrides = args
+        arrays = [context.make_array(t)(context, builder, v)
+                  for t, v in zip(signature.args[:3], (va, vb, vout))]
+        i64, i32, i8p = ir.IntType(64), ir.IntType(32), ir.IntType(8).as_pointer()
+        real = context.get_value_type(dtype).as_pointer()
+        stride = [builder.extract_value(vstrides, i) for i in range(6)]
+        ra, rout = (cgutils.unpack_tuple(builder, arrays[i].shape, 2) for i in (0, 2))
+        alpha = cgutils.alloca_once_value(builder, context.get_constant(dtype, 1.0))
+        beta_at = cgutils.alloca_once_value(builder, context.cast(
+            builder, vbeta, signature.args[3], dtype))
+        fnty = ir.FunctionType(ir.VoidType(), [i32, i32, i64, i64, i64, real]
+                               + [real, i64, i64] * 2 + [real] + [real, i64, i64] + [i8p, i8p])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, symbol)
+        blis_context = builder.bitcast(
+            _external_global(builder, SYMBOLS["context"], ir.IntType(8)), i8p)
+        no_transpose = ir.Constant(i32, 0)  # the strides give each layout
+        builder.call(fn, [no_transpose, no_transpose, rout[0], rout[1], ra[1], alpha,
+                          arrays[0].data, stride[0], stride[1],
+                          arrays[1].data, stride[2], stride[3], beta_at,
+                          arrays[2].data, stride[4], stride[5],
+                          blis_context, ir.Constant(i8p, None)])
+        return context.get_dummy_value()
+    return types.none(a, b, out, beta, strides), codegen
 
 
 @njit(**_JIT)

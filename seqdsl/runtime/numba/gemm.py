@@ -1,0 +1,167 @@
+"""The kernels' matrix products on BLIS's AVX-512 kernels, where the CPU has
+them and a run's products are on one thread.
+
+SciPy's OpenBLAS, which the kernels' `np.dot` calls, picks its kernels for
+the CPU when it loads, and the environment can pin them
+(OPENBLAS_CORETYPE=Haswell: AVX2 only, half the speed of its AVX-512 ones on
+an AMD EPYC, Zen 5). The `blis` package (a dependency on x86-64; BSD)
+carries BLIS 0.7 with its Skylake-X (AVX-512) kernels, but BLIS's own CPU
+check calls newer AVX-512 CPUs (AMD's Zen 4 and 5) "generic" and runs its
+slow C kernels there. So seqdsl builds BLIS's Skylake-X context itself
+wherever the CPU has the AVX-512 subsets those kernels use, checks one
+product of each layout against NumPy's, and passes that context to every
+product. Measured on one thread (Zen 5, float32, GFLOP/s, against OpenBLAS
+on its Haswell kernels): an LSTM step's (32×256)·(256×1024) 137 against
+100, (64×512)·(512×2048) 180 against 113, 1024³ 225 against 124.
+
+This BLIS runs on one thread, so it takes the products of every run whose
+products are on one BLAS thread (every shard of a sharded run, small runs,
+a network's heads), from MIN_COLUMNS and MIN_WORK on; a run planned on
+several BLAS threads (`blas.blas_threads(n)`, n > 1) keeps OpenBLAS's.
+SEQDSL_BLIS=0 keeps every product on OpenBLAS. Compiled code
+(library.py) reads the choice, and finds BLIS's functions and context,
+through symbols registered here by name, so cached code holds no address
+of the process that compiled it.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import warnings
+from functools import lru_cache
+
+import llvmlite.binding as llvm
+import numpy as np
+
+# the AVX-512 subsets BLIS's Skylake-X kernels use, as LLVM names them
+NEEDED_FEATURES = ("avx512f", "avx512dq", "avx512bw", "avx512vl")
+_CONTEXT_BYTES = 1 << 16  # far above BLIS's cntx_t; only BLIS writes it
+
+# Where BLIS's products are the faster, measured on one thread (AMD EPYC,
+# Zen 5, float32, µs, BLIS against OpenBLAS's Haswell kernels): from 32
+# columns of the result on, (m, k, n) = (1024, 256, 32) 118 against 161,
+# (2048, 512, 128) 1387 against 2454; at 16 columns (a step's product for a
+# shard of 16 rows, made transposed) BLIS's 32×12 tiles are half empty:
+# (1024, 256, 16) 124 against 89; and below about 2^18 multiply-adds its
+# fixed cost of some 4 µs a call shows: (16, 128, 28) 4.8 against 2.7.
+MIN_COLUMNS = 32
+MIN_WORK = 1 << 18
+
+# Read by compiled code at every product: [on BLIS, MIN_COLUMNS, MIN_WORK]
+# (tests lower the limits to send small products to BLIS).
+_SETTINGS = (ctypes.c_int64 * 3)(0, MIN_COLUMNS, MIN_WORK)
+SYMBOLS = {"settings": "seqdsl_gemm_settings",
+            "sgemm": "seqdsl_blis_sgemm_ex", "dgemm": "seqdsl_blis_dgemm_ex",
+            "context": "seqdsl_blis_context"}
+
+
+@lru_cache(maxsize=1)
+def _blis():
+    """(library, context) where the blis package is installed, the CPU has
+    the AVX-512 its Skylake-X kernels use, its products check out, and
+    SEQDSL_BLIS is not 0; else None."""
+    if os.environ.get("SEQDSL_BLIS", "1") == "0":
+        return None
+    features = llvm.get_host_cpu_features()
+    if not all(features.get(f) for f in NEEDED_FEATURES):
+        return None
+    try:
+        import blis.cy
+    except ImportError:
+        return None
+    lib = ctypes.CDLL(blis.cy.__file__)
+    if not all(hasattr(lib, f) for f in ("bli_init", "bli_cntx_init_skx",
+                                         "bli_sgemm_ex", "bli_dgemm_ex")):
+        return None
+    lib.bli_init()
+    context = ctypes.create_string_buffer(_CONTEXT_BYTES)
+    lib.bli_cntx_init_skx(context)
+    if not all(_checks_out(lib, context, dtype) for dtype in (np.float32, np.float64)):
+        warnings.warn("seqdsl: BLIS's products on this CPU differ from NumPy's; "
+                      "the kernels keep OpenBLAS", RuntimeWarning, stacklevel=2)
+        return None
+    return lib, context
+
+
+def _checks_out(lib, context, dtype) -> bool:
+    """One product of each layout BLIS is handed, against NumPy's."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((37, 41)).astype(dtype)
+    b = rng.standard_normal((41, 45)).astype(dtype)
+    fn = lib.bli_sgemm_ex if dtype == np.float32 else lib.bli_dgemm_ex
+    real = ctypes.c_float if dtype == np.float32 else ctypes.c_double
+    one, zero = real(1), real(0)
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    for x, y in ((a, b), (np.asfortranarray(a), np.asfortranarray(b))):
+        out = np.full((37, 45), np.nan, dtype)
+        i64 = ctypes.c_int64
+        rs = [i64(s // x.itemsize) for m in (x, y, out) for s in m.strides]
+        fn(0, 0, i64(37), i64(45), i64(41), ctypes.byref(one),
+           ctypes.c_void_p(x.ctypes.data), rs[0], rs[1],
+           ctypes.c_void_p(y.ctypes.data), rs[2], rs[3], ctypes.byref(zero),
+           ctypes.c_void_p(out.ctypes.data), rs[4], rs[5], context, None)
+        if not np.allclose(out, x @ y, rtol=tol, atol=tol):
+            return False
+    return True
+
+
+@ctypes.CFUNCTYPE(None)
+def _never_called():
+    """What BLIS's symbols name where there is no BLIS: the switch stays
+    off, so compiled code never calls them."""
+
+
+def _register_symbols() -> None:
+    found = _blis()
+    llvm.add_symbol(SYMBOLS["settings"], ctypes.addressof(_SETTINGS))
+    if found is None:
+        stub = ctypes.cast(_never_called, ctypes.c_void_p).value
+        for name in ("sgemm", "dgemm", "context"):
+            llvm.add_symbol(SYMBOLS[name], stub)
+        return
+    lib, context = found
+    for name, fn in (("sgemm", lib.bli_sgemm_ex), ("dgemm", lib.bli_dgemm_ex)):
+        llvm.add_symbol(SYMBOLS[name], ctypes.cast(fn, ctypes.c_void_p).value)
+    llvm.add_symbol(SYMBOLS["context"], ctypes.addressof(context))
+
+
+_register_symbols()
+_SETTINGS[0] = int(_blis() is not None)
+
+
+def available() -> bool:
+    """Whether the kernels' products can run on BLIS here."""
+    return _blis() is not None
+
+
+def use_blis(on: bool) -> bool:
+    """Send the kernels' products to BLIS (where available) or OpenBLAS;
+    returns the choice it replaced."""
+    was = bool(_SETTINGS[0])
+    _SETTINGS[0] = int(on and available())
+    return was
+
+
+def set_limits(min_columns: int = MIN_COLUMNS, min_work: int = MIN_WORK) -> tuple[int, int]:
+    """The smallest product BLIS takes (columns of the result, multiply-adds);
+    returns the limits it replaced. Tests lower them to 1 to run every
+    product of a small problem on BLIS."""
+    was = (_SETTINGS[1], _SETTINGS[2])
+    _SETTINGS[1], _SETTINGS[2] = max(int(min_columns), 1), max(int(min_work), 1)
+    return was
+
+
+@contextlib.contextmanager
+def every_product_on_blis(on: bool = True):
+    """Inside the block, every product a one-thread run makes goes to BLIS,
+    however small (with `on`; else nothing changes): for tests, whose
+    problems are all below the limits."""
+    if not on:
+        yield
+        return
+    was = set_limits(1, 1)
+    try:
+        yield
+    finally:
+        set_limits(*was)

@@ -1,0 +1,126 @@
+"""The kernels' products on BLIS (gemm.py, library.py): the same products
+as NumPy's in every layout a kernel hands them, only where BLIS is the
+faster and on one thread, safe from several threads at once, and off where
+asked."""
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+from numba import njit
+
+from seqdsl.runtime.numba import blas, gemm, library
+from seqdsl.runtime.numba.gemm import every_product_on_blis
+
+pytestmark = pytest.mark.skipif(
+    not gemm.available(), reason="BLIS's products need the blis package and a CPU with "
+    + ", ".join(gemm.NEEDED_FEATURES) + " (they run on OpenBLAS here)")
+
+TOL = {np.float64: 1e-12, np.float32: 1e-5}
+
+
+def operands(m, k, n, dtype, layout, seed=0):
+    """a (m×k) and b (k×n) in a layout a kernel hands the products."""
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((k, n)).astype(dtype)
+    if layout == "column-major":
+        return np.asfortranarray(a), np.asfortranarray(b)
+    if layout == "transposed views":
+        return np.ascontiguousarray(a.T).T, np.ascontiguousarray(b.T).T
+    if layout == "rows of a larger array":
+        big = rng.standard_normal((2 * m + 3, k + 5)).astype(dtype)
+        big[3:3 + 2 * m:2, 2:2 + k] = a
+        return big[3:3 + 2 * m:2, 2:2 + k], b
+    return a, b
+
+
+LAYOUTS = ["row-major", "column-major", "transposed views", "rows of a larger array"]
+SHAPES = [(37, 41, 45), (1, 8, 33), (33, 8, 1), (1, 1, 1), (16, 128, 512), (5, 1, 7)]
+
+
+# NumPy's product on rows of a larger array, compiled for the comparison, warns
+@pytest.mark.filterwarnings("ignore::numba.NumbaPerformanceWarning")
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("m, k, n", SHAPES)
+def test_products_on_blis_are_numpys_in_every_layout(m, k, n, layout, dtype):
+    a, b = operands(m, k, n, dtype, layout)
+    want = a.astype(np.float64) @ b.astype(np.float64)
+    with blas.blas_threads(1), every_product_on_blis():
+        assert library.blis_takes(a, b)
+        got = library.dot(a, b)
+        into = np.full((m + 2, n), np.nan, dtype)  # a step product's block of rows
+        library.dot_into(a, b, into[1:1 + m])
+    assert got.dtype == dtype and got.shape == (m, n)
+    scale = np.abs(want).max() * k
+    for result in (got, into[1:1 + m]):
+        assert np.abs(result - want).max() <= TOL[dtype] * scale
+    assert np.isnan(into[0]).all() and np.isnan(into[-1]).all()  # only its rows written
+
+
+@pytest.mark.parametrize("view", ["reversed rows", "strided rows and columns", "a broadcast row"])
+def test_a_layout_blis_does_not_take_goes_to_numpy(view):
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((40, 36))
+    a = {"reversed rows": a[::-1], "strided rows and columns": a[::2, ::2],
+         "a broadcast row": np.broadcast_to(a[0], (40, 36))}[view]
+    b = rng.standard_normal((a.shape[1], 40))
+    with blas.blas_threads(1), every_product_on_blis():
+        assert not library.blis_takes(a, b)
+        got = library.dot(a, b)
+    np.testing.assert_allclose(got, a @ b, rtol=1e-12, atol=1e-12)
+
+
+def test_blis_takes_a_product_only_on_one_thread_and_from_its_limits():
+    a, b = operands(64, 128, 64, np.float32, "row-major")
+    small_a, small_b = operands(16, 128, 28, np.float32, "row-major")
+    narrow_a, narrow_b = operands(512, 128, 16, np.float32, "row-major")
+    with blas.blas_threads(1):
+        assert library.blis_takes(a, b)
+        assert not library.blis_takes(small_a, small_b)  # under MIN_WORK
+        assert not library.blis_takes(narrow_a, narrow_b)  # under MIN_COLUMNS
+        with blas.blas_threads(2):
+            assert not library.blis_takes(a, b)  # OpenBLAS's threads take it
+        assert library.blis_takes(a, b)
+    was = gemm.use_blis(False)
+    try:
+        assert not library.blis_takes(a, b)
+    finally:
+        gemm.use_blis(was)
+
+
+@njit(nogil=True)
+def _products(a, b, out, times):
+    for _ in range(times):
+        library.dot_into(a, b, out)
+
+
+def test_products_on_blis_from_two_threads_at_once_are_each_threads_own():
+    """Two threads' products share BLIS's pool of packing buffers: each gets
+    its own result, the same to the bit as alone."""
+    pairs = [operands(48, 96, 64, np.float32, "row-major", seed=s) for s in (2, 3)]
+    with blas.blas_threads(1), every_product_on_blis():
+        alone = [library.dot(a, b) for a, b in pairs]
+        outs = [np.empty_like(x) for x in alone]
+        threads = [threading.Thread(target=_products, args=(a, b, out, 400))
+                   for (a, b), out in zip(pairs, outs)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    for out, want in zip(outs, alone):
+        assert np.array_equal(out, want)
+
+
+def test_seqdsl_blis_0_keeps_every_product_on_openblas():
+    code = ("from seqdsl.runtime.numba import blas, gemm, library\nimport numpy as np\n"
+            "a = np.ones((64, 64), np.float32)\n"
+            "with blas.blas_threads(1):\n"
+            "    print(gemm.available(), library.blis_takes(a, a))\n")
+    env = {**os.environ, "SEQDSL_BLIS": "0"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
