@@ -174,13 +174,27 @@ def work_jax(cell: str, B: int, X: int, H: int, mode: str, repeats: int,
     return _timeit(run, repeats)
 
 
-def work_gemm(n: int, repeats: int) -> float:
-    """The machine's float32 GEMM rate (FLOP/s) through NumPy's BLAS."""
+def work_gemm(n: int, repeats: int, blis: bool = False) -> float | None:
+    """The machine's float32 GEMM rate (FLOP/s) through NumPy's BLAS on all
+    its threads, or (`blis`) through the kernels' BLIS products (gemm.py),
+    one product on each thread at once, as a sharded run makes them; None
+    where BLIS is not there."""
     import numpy as np
     a = np.random.rand(n, n).astype(np.float32)
     b = np.random.rand(n, n).astype(np.float32)
-    times = _timeit(lambda: a @ b, repeats)
-    return 2 * n ** 3 / statistics.median(times)
+    if not blis:
+        return 2 * n ** 3 / statistics.median(_timeit(lambda: a @ b, repeats))
+    from concurrent.futures import ThreadPoolExecutor
+
+    from seqdsl.runtime.numba import blas, gemm, library
+    if not gemm.available():
+        return None
+    outs = [np.empty((n, n), np.float32) for _ in range(THREADS)]
+    with blas.blas_threads(1), ThreadPoolExecutor(THREADS) as pool:
+        def on_every_thread():
+            list(pool.map(lambda out: library.dot_into(a, b, out), outs))
+        times = _timeit(on_every_thread, repeats)
+    return THREADS * 2 * n ** 3 / statistics.median(times)
 
 
 WORKERS = {"seqdsl": work_seqdsl, "torch": work_torch, "jax": work_jax}
@@ -265,7 +279,7 @@ def main() -> None:
     if args.worker:
         spec = json.loads(args.worker)
         if spec["impl"] == "gemm":
-            print(json.dumps({"rate": work_gemm(spec["n"], spec["repeats"])}))
+            print(json.dumps({"rate": work_gemm(spec["n"], spec["repeats"], spec["blis"])}))
         else:
             fn = WORKERS[spec["impl"]]
             times = fn(spec["cell"], spec["B"], spec["X"], spec["H"], spec["mode"], spec["repeats"],
@@ -291,9 +305,12 @@ def main() -> None:
         sweep(args, shapes, impls)
         return
     print(f"threads: {THREADS}; measuring the GEMM rate ...", flush=True)
-    rate = max(_in_subprocess({"impl": "gemm", "n": n, "repeats": 9})["rate"]
-               for n in (1024, 2048))
-    print(f"GEMM: {rate / 1e9:.1f} GFLOP/s (float32)", flush=True)
+    rates = {way: max(_in_subprocess({"impl": "gemm", "n": n, "repeats": 9, "blis": blis})
+                      ["rate"] or 0 for n in (1024, 2048))
+             for way, blis in (("OpenBLAS", False), ("BLIS", True))}
+    rate = max(rates.values())
+    print("GEMM: " + ", ".join(f"{way} {r / 1e9:.1f}" for way, r in rates.items() if r)
+          + " GFLOP/s (float32)", flush=True)
     rows = []
     for cell, names in impls.items():
         for (B, X, H) in shapes:
@@ -310,7 +327,7 @@ def main() -> None:
                        "bound": bound}
                 rows.append(row)
                 print(_line(row, names), flush=True)
-    write_results(args.out, rows, rate, impls)
+    write_results(args.out, rows, rates, impls)
 
 
 def thread_counts(text: str) -> list[int]:
@@ -596,17 +613,21 @@ def replace_section(path: Path, heading: str, section: list[str]) -> None:
     path.write_text(text.rstrip("\n") + "\n\n" + "\n".join(section), "utf-8")
 
 
-def write_results(path, rows, rate, impls) -> None:
+def write_results(path, rows, rates, impls) -> None:
     versions, cpu = _versions(), _cpu()
+    rate = max(rates.values())
+    measured = " and ".join(f"{r / 1e9:.1f} GFLOP/s on {way}" for way, r in rates.items() if r)
     lines = [
         "# Benchmark results",
         "",
         f"Run {datetime.date.today().isoformat()} by `python benchmarks/rnn.py` on {cpu}, "
         f"{THREADS} threads; " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
         f"float32, T = {T}; medians of repeated runs after warm-up, each implementation in "
-        "its own process, alternating. GEMM rate measured here: "
-        f"{rate / 1e9:.1f} GFLOP/s. *bound* is the time the matrix products alone take at "
-        "that rate; `× bound` = time / bound. *speed-up* = their time / seqdsl's time.",
+        f"its own process, alternating. GEMM rate measured here: {measured} (1024² and 2048², "
+        f"the better; OpenBLAS on {THREADS} threads, BLIS one product a thread on {THREADS} "
+        "at once, as a sharded run makes them). *bound* is the time the matrix products "
+        f"alone take at the faster, {rate / 1e9:.1f} GFLOP/s; `× bound` = time / bound. "
+        "*speed-up* = their time / seqdsl's time.",
         "",
     ]
     for cell, names in impls.items():

@@ -132,5 +132,5 @@ def test_tagger_cross_entropy_source_reads_like_the_cells():
     g, _ = head.graphs("cross_entropy")
     source = generate_rows(g.name, g, "float64", ["loss", "logp"]).source
     assert "def run(h, target, Wy, by):" in source
-    assert "dot(h, Wy.T)" in source and "# logp: B×4 = log_softmax(t2)" in source
+    assert "dot_rows(h, Wy.T)" in source and "# logp: B×4 = log_softmax(t2)" in source
     assert source.rstrip().endswith("return (buf_loss, buf_logp, )")

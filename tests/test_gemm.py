@@ -92,6 +92,26 @@ def test_blis_takes_a_product_only_on_one_thread_and_from_its_limits():
         gemm.use_blis(was)
 
 
+def test_a_heads_products_go_to_blis_whatever_the_threads_around_them():
+    """So that a network's heads make the same products in its compiled step
+    as layer by layer (library.dot_rows)."""
+    a, b = operands(230, 128, 64, np.float32, "row-major")
+    with blas.blas_threads(2):
+        assert not library.blis_takes(a, b) and library.blis_takes(a, b, True)
+        got = library.dot_rows(a, b)
+    with blas.blas_threads(1):
+        assert np.array_equal(got, library.dot(a, b))  # both on BLIS: to the bit
+
+
+@pytest.mark.parametrize("product", [library.dot, library.dot_rows])
+def test_a_matrix_times_a_vector_is_numpys(product):
+    rng = np.random.default_rng(4)
+    a, v = rng.standard_normal((40, 64)), rng.standard_normal(64)
+    with blas.blas_threads(1), every_product_on_blis():
+        np.testing.assert_allclose(product(a, v), a @ v, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(product(v[:40], a), v[:40] @ a, rtol=1e-12, atol=1e-12)
+
+
 @njit(nogil=True)
 def _products(a, b, out, times):
     for _ in range(times):

@@ -42,6 +42,7 @@ LIBRARY = ("copy_block", "copy_block_t", "dot", "dot_into", "empty", "shortest",
 LIBRARY_IMPORT = f"from seqdsl.runtime.numba.library import {', '.join(LIBRARY)}"
 GENERATOR_NAMES = frozenset({
     "np", "DT", "njit", *ACTIVATIONS, *LIBRARY,
+    "dot_rows",  # the products of a head's rows (emit_rows.py)
     "forward", "backward", "lengths", "out", "dout",
     "dS", "run", "_T", "_B", "_t", "_b", "_j", "_k", "_i", "_i0", "_c",
 }) | frozenset(n for op in OPS.values() if isinstance(op.code, Row) for n in op.code.scratch)

@@ -48,9 +48,10 @@ _CONTEXT_BYTES = 1 << 16  # far above BLIS's cntx_t; only BLIS writes it
 MIN_COLUMNS = 32
 MIN_WORK = 1 << 18
 
-# Read by compiled code at every product: [on BLIS, MIN_COLUMNS, MIN_WORK]
-# (tests lower the limits to send small products to BLIS).
-_SETTINGS = (ctypes.c_int64 * 3)(0, MIN_COLUMNS, MIN_WORK)
+# Read by compiled code at every product: [on BLIS now, MIN_COLUMNS,
+# MIN_WORK, BLIS there] (tests lower the limits to send small products to
+# BLIS; a head's products go to it wherever it is there, library.dot_rows).
+_SETTINGS = (ctypes.c_int64 * 4)(0, MIN_COLUMNS, MIN_WORK, 0)
 SYMBOLS = {"settings": "seqdsl_gemm_settings",
             "sgemm": "seqdsl_blis_sgemm_ex", "dgemm": "seqdsl_blis_dgemm_ex",
             "context": "seqdsl_blis_context"}
@@ -127,7 +128,7 @@ def _register_symbols() -> None:
 
 
 _register_symbols()
-_SETTINGS[0] = int(_blis() is not None)
+_SETTINGS[0] = _SETTINGS[3] = int(_blis() is not None)
 
 
 def available() -> bool:

@@ -16,7 +16,7 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from .gemm import SYMBOLS
 
@@ -45,27 +45,72 @@ def shortest(lengths):
 @njit(**_JIT)
 def dot(a, b):
     """a @ b, a new array (on BLIS where gemm.py sends it)."""
-    if blis_takes(a, b):
-        out = np.empty((a.shape[0], b.shape[1]), a.dtype)
-        blis_product(a, b, out)
-        return out
-    return np.dot(a, b)
+    return _dot(a, b, False)
+
+
+@njit(**_JIT)
+def dot_rows(a, b):
+    """a @ b for a head's rows (emit_rows.py), a new array: on BLIS where it
+    takes it, whatever threads the run around it has, so that a network's
+    heads make the same products in its compiled step (step.py) as layer by
+    layer, where they run on their own (their products are small: one
+    thread loses nothing)."""
+    return _dot(a, b, True)
 
 
 @njit(**_JIT)
 def dot_into(a, b, out):
     """a @ b, written into `out` (on BLIS where gemm.py sends it)."""
-    if not (blis_takes(a, b) and blis_product(a, b, out)):
-        np.dot(a, b, out)
+    _dot_into(a, b, out)
+
+
+def _matrices(*arrays) -> bool:
+    return all(isinstance(a, types.Array) and a.ndim == 2 for a in arrays)
+
+
+def _dot(a, b, rows):
+    """dot and dot_rows, typed by the operands' dimensions (compiled code)."""
+
+
+@overload(_dot)
+def _dot_typed(a, b, rows):
+    if not _matrices(a, b):
+        return lambda a, b, rows: np.dot(a, b)  # a vector's product: NumPy's
+
+    def matrices(a, b, rows):
+        if blis_takes(a, b, rows):
+            out = np.empty((a.shape[0], b.shape[1]), a.dtype)
+            blis_product(a, b, out)
+            return out
+        return np.dot(a, b)
+    return matrices
+
+
+def _dot_into(a, b, out):
+    """dot_into, typed by the operands' dimensions (compiled code)."""
+
+
+@overload(_dot_into)
+def _dot_into_typed(a, b, out):
+    if not _matrices(a, b, out):
+        return lambda a, b, out: np.dot(a, b, out)
+
+    def matrices(a, b, out):
+        if not (blis_takes(a, b) and blis_product(a, b, out)):
+            np.dot(a, b, out)
+    return matrices
 
 
 @njit(**_JIT)
-def blis_takes(a, b):
-    """Whether a @ b goes to BLIS: products are on it now (gemm.use_blis),
-    this one is at least gemm's limits, and BLIS takes both layouts."""
+def blis_takes(a, b, rows=False):
+    """Whether the matrix product a @ b goes to BLIS: products are on BLIS
+    now (gemm.use_blis; a head's `rows` whatever the run's threads, where
+    BLIS is there), this one is at least gemm's limits, and BLIS takes both
+    layouts."""
     m, k = a.shape
     n = b.shape[1]
-    if setting(0) == 0 or n < setting(1) or m * n * k < setting(2) or min(m, k) < 1:
+    if (setting(3) if rows else setting(0)) == 0 or n < setting(1) or m * n * k < setting(2) \
+            or min(m, k) < 1:
         return False
     size = a.itemsize
     return _layout(m, k, a.strides, size)[0] != 0 and _layout(k, n, b.strides, size)[0] != 0
@@ -134,7 +179,7 @@ def setting(typingctx, index):
 
     def codegen(context, builder, signature, args):
         i64 = ir.IntType(64)
-        table = _external_global(builder, SYMBOLS["settings"], ir.ArrayType(i64, 3))
+        table = _external_global(builder, SYMBOLS["settings"], ir.ArrayType(i64, 4))
         at = builder.gep(table, [ir.Constant(ir.IntType(32), 0),
                                  ir.Constant(ir.IntType(32), index.literal_value)])
         return builder.load(at)
