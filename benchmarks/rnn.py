@@ -563,8 +563,8 @@ def _cpu() -> str:
 
 
 def _blas_kernels() -> str:
-    """Where seqdsl's products run (gemm.py: BLIS's AVX-512 kernels on one
-    thread, where there), and which of OpenBLAS's kernels its other products
+    """Where seqdsl's products run (gemm.py: BLIS's AVX-512 kernels, on one
+    thread or split over a run's threads, where there), and which of OpenBLAS's kernels its other products
     and NumPy's run: its own choice for the CPU, or the one OPENBLAS_CORETYPE
     forces (torch's MKL and oneDNN ignore it). On an AMD EPYC (Zen 5) forced to Haswell, float32
     GEMM ran at half the speed of OpenBLAS's own choice there (SkylakeX)."""
@@ -583,8 +583,9 @@ def _blas_kernels() -> str:
         blis = gemm.available()
     except Exception:
         blis = False
-    return (" (seqdsl's products on BLIS's Skylake-X kernels where a run's products are on "
-            "one thread, else " if blis else " (") + f"OpenBLAS on its {'/'.join(cores)} kernels" + (
+    return (" (seqdsl's products on BLIS's Skylake-X kernels, on one thread or, in a run on "
+            "several, each large one split over them; its smaller ones, and NumPy's, on "
+            if blis else " (") + f"OpenBLAS on its {'/'.join(cores)} kernels" + (
         f", as OPENBLAS_CORETYPE={forced} in the environment asks)" if forced else ")")
 
 

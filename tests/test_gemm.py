@@ -13,12 +13,15 @@ from numba import njit
 
 from seqdsl.runtime.numba import blas, gemm, library
 from seqdsl.runtime.numba.gemm import every_product_on_blis
+from seqdsl.runtime.numba.shards import parallel_loops_hand_off_fast
 
 pytestmark = pytest.mark.skipif(
     not gemm.available(), reason="BLIS's products need the blis package and a CPU with "
     + ", ".join(gemm.NEEDED_FEATURES) + " (they run on OpenBLAS here)")
 
 TOL = {np.float64: 1e-12, np.float32: 1e-5}
+# whether a run on several threads splits its products over Numba's threads
+SPLITS = parallel_loops_hand_off_fast()
 
 
 def operands(m, k, n, dtype, layout, seed=0):
@@ -83,7 +86,10 @@ def test_blis_takes_a_product_only_on_one_thread_and_from_its_limits():
         assert not library.blis_takes(small_a, small_b)  # under MIN_WORK
         assert not library.blis_takes(narrow_a, narrow_b)  # under MIN_COLUMNS
         with blas.blas_threads(2):
-            assert not library.blis_takes(a, b)  # OpenBLAS's threads take it
+            # a product under SPLIT_WORK a part goes to BLIS on this thread
+            # where a run's products are split over threads, else OpenBLAS's
+            # threads take it
+            assert library.blis_takes(a, b) == SPLITS
         assert library.blis_takes(a, b)
     was = gemm.use_blis(False)
     try:
@@ -96,9 +102,15 @@ def test_a_heads_products_go_to_blis_whatever_the_threads_around_them():
     """So that a network's heads make the same products in its compiled step
     as layer by layer (library.dot_rows)."""
     a, b = operands(230, 128, 64, np.float32, "row-major")
-    with blas.blas_threads(2):
-        assert not library.blis_takes(a, b) and library.blis_takes(a, b, True)
-        got = library.dot_rows(a, b)
+    was = gemm.split_products(1)  # a run on OpenBLAS's threads
+    try:
+        with blas.blas_threads(2):
+            gemm.split_products(1)
+            gemm.use_blis(False)
+            assert not library.blis_takes(a, b) and library.blis_takes(a, b, True)
+            got = library.dot_rows(a, b)
+    finally:
+        gemm.split_products(was)
     with blas.blas_threads(1):
         assert np.array_equal(got, library.dot(a, b))  # both on BLIS: to the bit
 
@@ -136,11 +148,67 @@ def test_products_on_blis_from_two_threads_at_once_are_each_threads_own():
 
 
 def test_seqdsl_blis_0_keeps_every_product_on_openblas():
+    """... and loads the products' code this process compiled and cached,
+    split product and all (its parallel loop names Numba's threading layer,
+    which the process must have launched)."""
+    library.dot(*operands(64, 64, 64, np.float32, "row-major"))  # compiled and cached
     code = ("from seqdsl.runtime.numba import blas, gemm, library\nimport numpy as np\n"
             "a = np.ones((64, 64), np.float32)\n"
             "with blas.blas_threads(1):\n"
-            "    print(gemm.available(), library.blis_takes(a, a))\n")
+            "    print(gemm.available(), library.blis_takes(a, a))\n"
+            "with blas.blas_threads(2):\n"
+            "    print(library.split_parts(a, a), library.dot(a, a)[0, 0])\n")
     env = {**os.environ, "SEQDSL_BLIS": "0"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True).stdout
-    assert out.split() == ["False", "False"]
+    assert out.split() == ["False", "False", "1", "64.0"]
+
+
+BIG = (256, 512, 64)  # 2^23 multiply-adds: 4 parts of SPLIT_WORK
+
+
+@pytest.mark.skipif(not SPLITS, reason="Numba's threading layer here is its workqueue: runs "
+                    "on several threads keep OpenBLAS's (shards.parallel_loops_hand_off_fast)")
+def test_a_large_product_on_several_threads_is_split_over_them():
+    a, b = operands(*BIG, np.float32, "row-major")
+    small_a, small_b = operands(64, 128, 64, np.float32, "row-major")
+    narrow_a, narrow_b = operands(*BIG[:2], 16, np.float32, "row-major")
+    with blas.blas_threads(1):
+        assert library.split_parts(a, b) == 1
+    with blas.blas_threads(2):
+        assert library.split_parts(a, b) == 2
+        assert library.split_parts(small_a, small_b) == 1  # under SPLIT_WORK a part
+        assert library.split_parts(narrow_a, narrow_b) == 1  # under MIN_COLUMNS
+    with blas.blas_threads(3):
+        assert library.split_parts(a, b) == 3
+    with blas.blas_threads(16):
+        assert library.split_parts(a, b) == 4  # each part SPLIT_WORK at least
+        wide_a, wide_b = operands(64, BIG[1], 256, np.float32, "row-major")  # 4 parts of work
+        assert library.split_parts(wide_a, wide_b) == 2  # each part 32 rows at least
+    was = gemm.split_products(1)  # a run on OpenBLAS's threads
+    try:
+        assert library.split_parts(a, b) == 1
+    finally:
+        gemm.split_products(was)
+
+
+@pytest.mark.skipif(not SPLITS, reason="no product is split where Numba's threading layer is "
+                    "its workqueue")
+@pytest.mark.filterwarnings("ignore::numba.NumbaPerformanceWarning")
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("m, k, n", [BIG, (37, 41, 45), (5, 1, 7)])
+def test_a_split_product_is_the_whole_product_to_the_bit(m, k, n, layout, dtype):
+    """Each block of rows is made by the same tiles over k as the whole."""
+    a, b = operands(m, k, n, dtype, layout)
+    with every_product_on_blis():
+        with blas.blas_threads(1):
+            whole = library.dot(a, b)
+        for threads in (2, 3):
+            with blas.blas_threads(threads):
+                assert library.split_parts(a, b) == min(threads, m)
+                got = library.dot(a, b)
+                into = np.full((m + 2, n), np.nan, dtype)  # a step product's block of rows
+                library.dot_into(a, b, into[1:1 + m])
+            assert np.array_equal(got, whole) and np.array_equal(into[1:1 + m], whole)
+            assert np.isnan(into[0]).all() and np.isnan(into[-1]).all()

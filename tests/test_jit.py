@@ -22,12 +22,14 @@ from seqdsl.spec import instantiate, library_cells, loads
 SERIAL = Parallelism(1)
 # Up to three shards whenever the batch has two rows or more.
 SHARDED = Parallelism(3, min_rows=1, min_flops=0, min_shards=2)
+# Unsharded on two threads: every product split over them, on BLIS (gemm.py).
+THREADED = Parallelism(2, min_rows=10**9, small_step_flops=0)
 
 # Every size here is below the products BLIS takes by default (gemm.py): the
-# first two paths run OpenBLAS's products, the last BLIS's, every one of them.
+# first two paths run OpenBLAS's products, the others BLIS's, every one of them.
 PATHS = [("", SERIAL, False), ("sharded ", SHARDED, False)] + (
-    [("on BLIS ", SERIAL, True), ("sharded on BLIS ", SHARDED, True)] if gemm.available()
-    else [])
+    [("on BLIS ", SERIAL, True), ("sharded on BLIS ", SHARDED, True),
+     ("split on BLIS ", THREADED, True)] if gemm.available() else [])
 
 TOL = {np.float64: 1e-10, np.float32: 1e-4}
 # CI compiles 25 generated cells (each costs a compile); SEQDSL_JIT_EXAMPLES=300 for a long run.

@@ -21,6 +21,7 @@ from functools import lru_cache
 import numpy as np
 
 from . import gemm
+from .shards import parallel_loops_hand_off_fast
 
 
 @lru_cache(maxsize=1)
@@ -72,13 +73,20 @@ def _threads(libs: list, n: int):
 
 @contextlib.contextmanager
 def blas_threads(n: int):
-    """The kernels' BLAS at `n` threads inside the block, as it was after it;
-    at one thread, their products on BLIS where it is there (gemm.py)."""
-    was = gemm.use_blis(n == 1)
+    """The kernels' products on `n` threads inside the block, as they were
+    after it: at one thread on BLIS where it is there (gemm.py); at more,
+    each large product split over `n` of Numba's threads on BLIS, where
+    BLIS is there and Numba's threads take up a loop fast (OpenBLAS then
+    kept to one thread, so that its threads, which spin after a call, do
+    not take the cores Numba's need), else on OpenBLAS's `n` threads."""
+    split = n > 1 and gemm.available() and parallel_loops_hand_off_fast()
+    was = gemm.use_blis(n == 1 or split)
+    parts = gemm.split_products(n if split else 1)
     try:
-        with _threads(kernel_blas(), n):
+        with _threads(kernel_blas(), 1 if split else n):
             yield
     finally:
+        gemm.split_products(parts)
         gemm.use_blis(was)
 
 

@@ -16,9 +16,12 @@ on its Haswell kernels): an LSTM step's (32×256)·(256×1024) 137 against
 
 This BLIS runs on one thread, so it takes the products of every run whose
 products are on one BLAS thread (every shard of a sharded run, small runs,
-a network's heads), from MIN_COLUMNS and MIN_WORK on; a run planned on
-several BLAS threads (`blas.blas_threads(n)`, n > 1) keeps OpenBLAS's.
-SEQDSL_BLIS=0 keeps every product on OpenBLAS. Compiled code
+a network's heads), from MIN_COLUMNS and MIN_WORK on. A run planned on n
+BLAS threads (`blas.blas_threads(n)`, n > 1) splits each product of at
+least SPLIT_WORK a part into up to n blocks of rows, each on BLIS on one of
+Numba's threads (`split_products`), where Numba's threads take up a
+parallel loop within microseconds (OpenMP, TBB: shards.py); else it keeps
+OpenBLAS's threads. SEQDSL_BLIS=0 keeps every product on OpenBLAS. Compiled code
 (library.py) reads the choice, and finds BLIS's functions and context,
 through symbols registered here by name, so cached code holds no address
 of the process that compiled it.
@@ -48,10 +51,22 @@ _CONTEXT_BYTES = 1 << 16  # far above BLIS's cntx_t; only BLIS writes it
 MIN_COLUMNS = 32
 MIN_WORK = 1 << 18
 
+# The least work (multiply-adds) of each part of a product split over
+# threads. Measured on 2 cores (µs; split in 2 on BLIS, against OpenBLAS's
+# Haswell kernels on its 2 threads): (m, k, n) = (4096, 1024, 32), the
+# (32, 1024, 1024) LSTM's step, 914–1023 against 1398–1655; (2048, 512,
+# 32) 220–360 against 312–320; (4096, 1024, 1600) 30–31 ms against 55–56;
+# (1024, 256, 32), 2^22.0 in all, 82–91 against 78: about level, so each
+# part does at least 2^21.
+SPLIT_WORK = 1 << 21
+SPLIT_ROWS = 32  # each part a whole number of tiles of BLIS's float32 kernel (32×12)
+
 # Read by compiled code at every product: [on BLIS now, MIN_COLUMNS,
-# MIN_WORK, BLIS there] (tests lower the limits to send small products to
-# BLIS; a head's products go to it wherever it is there, library.dot_rows).
-_SETTINGS = (ctypes.c_int64 * 4)(0, MIN_COLUMNS, MIN_WORK, 0)
+# MIN_WORK, BLIS there, parts to split a product into, SPLIT_WORK,
+# SPLIT_ROWS] (tests lower the limits to send small products to BLIS and
+# split them; a head's products go to it wherever it is there,
+# library.dot_rows).
+_SETTINGS = (ctypes.c_int64 * 7)(0, MIN_COLUMNS, MIN_WORK, 0, 1, SPLIT_WORK, SPLIT_ROWS)
 SYMBOLS = {"settings": "seqdsl_gemm_settings",
             "sgemm": "seqdsl_blis_sgemm_ex", "dgemm": "seqdsl_blis_dgemm_ex",
             "context": "seqdsl_blis_context"}
@@ -144,24 +159,39 @@ def use_blis(on: bool) -> bool:
     return was
 
 
-def set_limits(min_columns: int = MIN_COLUMNS, min_work: int = MIN_WORK) -> tuple[int, int]:
-    """The smallest product BLIS takes (columns of the result, multiply-adds);
-    returns the limits it replaced. Tests lower them to 1 to run every
-    product of a small problem on BLIS."""
-    was = (_SETTINGS[1], _SETTINGS[2])
-    _SETTINGS[1], _SETTINGS[2] = max(int(min_columns), 1), max(int(min_work), 1)
+def split_products(parts: int) -> int:
+    """Split each large product over up to `parts` of Numba's threads, on
+    BLIS (1: none; where BLIS is not there, none); returns the number it
+    replaced. Only for a run on this thread that is not itself on Numba's
+    threads (blas.blas_threads decides)."""
+    was = int(_SETTINGS[4])
+    _SETTINGS[4] = max(int(parts), 1) if available() else 1
+    return was
+
+
+def set_limits(min_columns: int = MIN_COLUMNS, min_work: int = MIN_WORK,
+               split_work: int = SPLIT_WORK,
+               split_rows: int = SPLIT_ROWS) -> tuple[int, int, int, int]:
+    """The smallest product BLIS takes (columns of the result, multiply-adds),
+    and the least work and the multiple of rows of each part of a split
+    one; returns the limits they replaced. Tests lower them to 1 to run
+    every product of a small problem on BLIS, split where the run's are."""
+    was = tuple(_SETTINGS[i] for i in (1, 2, 5, 6))
+    for i, v in zip((1, 2, 5, 6), (min_columns, min_work, split_work, split_rows)):
+        _SETTINGS[i] = max(int(v), 1)
     return was
 
 
 @contextlib.contextmanager
 def every_product_on_blis(on: bool = True):
     """Inside the block, every product a one-thread run makes goes to BLIS,
-    however small (with `on`; else nothing changes): for tests, whose
-    problems are all below the limits."""
+    and a run on several threads splits every product it can, however small
+    (with `on`; else nothing changes): for tests, whose problems are all
+    below the limits."""
     if not on:
         yield
         return
-    was = set_limits(1, 1)
+    was = set_limits(1, 1, 1, 1)
     try:
         yield
     finally:

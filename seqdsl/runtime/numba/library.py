@@ -14,11 +14,20 @@ way, to BLIS's AVX-512 kernels or to SciPy's OpenBLAS as gemm.py decides.
 """
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
+from numba.np.ufunc import parallel
 
 from .gemm import SYMBOLS
+
+# Numba's threading layer, launched before any code here is compiled or
+# loaded: the split product below is a parallel loop, and the machine code of
+# every function that calls it (dot, dot_into, so every kernel) names the
+# layer's functions, which are found only once it is launched (loading
+# cached code without them aborts the process). It fixes Numba's number of
+# threads (NUMBA_NUM_THREADS) for the process, as a sharded run did before.
+parallel._launch_threads()
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
 
@@ -78,9 +87,13 @@ def _dot_typed(a, b, rows):
         return lambda a, b, rows: np.dot(a, b)  # a vector's product: NumPy's
 
     def matrices(a, b, rows):
-        if blis_takes(a, b, rows):
+        parts = 1 if rows else split_parts(a, b)
+        if parts > 1 or blis_takes(a, b, rows):
             out = np.empty((a.shape[0], b.shape[1]), a.dtype)
-            blis_product(a, b, out)
+            if parts > 1:
+                blis_split_product(a, b, out, parts)
+            else:
+                blis_product(a, b, out)
             return out
         return np.dot(a, b)
     return matrices
@@ -96,7 +109,10 @@ def _dot_into_typed(a, b, out):
         return lambda a, b, out: np.dot(a, b, out)
 
     def matrices(a, b, out):
-        if not (blis_takes(a, b) and blis_product(a, b, out)):
+        parts = split_parts(a, b)
+        if parts > 1 and _layout(out.shape[0], out.shape[1], out.strides, out.itemsize)[0] != 0:
+            blis_split_product(a, b, out, parts)
+        elif not (blis_takes(a, b) and blis_product(a, b, out)):
             np.dot(a, b, out)
     return matrices
 
@@ -114,6 +130,39 @@ def blis_takes(a, b, rows=False):
         return False
     size = a.itemsize
     return _layout(m, k, a.strides, size)[0] != 0 and _layout(k, n, b.strides, size)[0] != 0
+
+
+@njit(**_JIT)
+def split_parts(a, b):
+    """Into how many blocks of a's rows the product a @ b is split, each on
+    BLIS on a thread of its own (1: not split): as many as the run's
+    threads (gemm.split_products), each with at least gemm's SPLIT_WORK and
+    SPLIT_ROWS rows, where BLIS takes both layouts and the result has at
+    least MIN_COLUMNS columns."""
+    m, k = a.shape
+    n = b.shape[1]
+    parts = min(setting(4), m // setting(6), (m * n * k) // setting(5))
+    if parts < 2 or n < setting(1) or k < 1:
+        return 1
+    size = a.itemsize
+    if _layout(m, k, a.strides, size)[0] == 0 or _layout(k, n, b.strides, size)[0] == 0:
+        return 1
+    return parts
+
+
+@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+def blis_split_product(a, b, out, parts):
+    """out = a @ b on BLIS, in `parts` blocks of rows at once on Numba's
+    threads, each a multiple of SPLIT_ROWS rows but the last; each entry is
+    made as the whole product on BLIS makes it (the same tiles over k)."""
+    m = a.shape[0]
+    tile = setting(6)
+    rows = -(-(-(-m // parts)) // tile) * tile
+    for s in prange(parts):
+        lo = s * rows
+        hi = min(m, lo + rows)
+        if lo < hi:
+            blis_product(a[lo:hi], b, out[lo:hi])
 
 
 @njit(**_JIT)
@@ -179,7 +228,7 @@ def setting(typingctx, index):
 
     def codegen(context, builder, signature, args):
         i64 = ir.IntType(64)
-        table = _external_global(builder, SYMBOLS["settings"], ir.ArrayType(i64, 4))
+        table = _external_global(builder, SYMBOLS["settings"], ir.ArrayType(i64, 7))
         at = builder.gep(table, [ir.Constant(ir.IntType(32), 0),
                                  ir.Constant(ir.IntType(32), index.literal_value)])
         return builder.load(at)

@@ -10,7 +10,9 @@ B = 32, and BLAS threads inside the step products leave every elementwise
 loop, copy and tape write on one core.
 
 A batch too small to give every thread enough rows is not sharded: its
-step products run on BLAS's threads, the rest on the calling thread. Nor
+step products run on several threads (each split over Numba's threads on
+BLIS, or on OpenBLAS's threads: blas.blas_threads), the rest on the
+calling thread. Nor
 is a cell whose weights outgrow the caches: every shard would stream them
 all each step. `Parallelism.plan` decides from measured thresholds, and
 also how many BLAS threads an unsharded run's products may use (small
