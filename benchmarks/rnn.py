@@ -564,9 +564,9 @@ def _cpu() -> str:
 
 def _blas_kernels() -> str:
     """Where seqdsl's products run (gemm.py: BLIS's AVX-512 kernels, on one
-    thread or split over a run's threads, where there), and which of OpenBLAS's kernels its other products
-    and NumPy's run: its own choice for the CPU, or the one OPENBLAS_CORETYPE
-    forces (torch's MKL and oneDNN ignore it). On an AMD EPYC (Zen 5) forced to Haswell, float32
+    thread or split over a run's threads, where there), and which of
+    OpenBLAS's kernels its other products and NumPy's run: its own choice for
+    the CPU, or the one OPENBLAS_CORETYPE forces (torch's MKL and oneDNN ignore it). On an AMD EPYC (Zen 5) forced to Haswell, float32
     GEMM ran at half the speed of OpenBLAS's own choice there (SkylakeX)."""
     try:
         import scipy.linalg.cython_blas  # noqa: F401  (loaded, so threadpoolctl sees it)

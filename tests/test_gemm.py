@@ -102,15 +102,11 @@ def test_a_heads_products_go_to_blis_whatever_the_threads_around_them():
     """So that a network's heads make the same products in its compiled step
     as layer by layer (library.dot_rows)."""
     a, b = operands(230, 128, 64, np.float32, "row-major")
-    was = gemm.split_products(1)  # a run on OpenBLAS's threads
-    try:
-        with blas.blas_threads(2):
-            gemm.split_products(1)
-            gemm.use_blis(False)
-            assert not library.blis_takes(a, b) and library.blis_takes(a, b, True)
-            got = library.dot_rows(a, b)
-    finally:
-        gemm.split_products(was)
+    with blas.blas_threads(2):  # which restores both switches after it
+        gemm.split_products(1)  # a run on OpenBLAS's threads
+        gemm.use_blis(False)
+        assert not library.blis_takes(a, b) and library.blis_takes(a, b, True)
+        got = library.dot_rows(a, b)
     with blas.blas_threads(1):
         assert np.array_equal(got, library.dot(a, b))  # both on BLIS: to the bit
 

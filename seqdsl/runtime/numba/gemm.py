@@ -21,10 +21,10 @@ BLAS threads (`blas.blas_threads(n)`, n > 1) splits each product of at
 least SPLIT_WORK a part into up to n blocks of rows, each on BLIS on one of
 Numba's threads (`split_products`), where Numba's threads take up a
 parallel loop within microseconds (OpenMP, TBB: shards.py); else it keeps
-OpenBLAS's threads. SEQDSL_BLIS=0 keeps every product on OpenBLAS. Compiled code
-(library.py) reads the choice, and finds BLIS's functions and context,
-through symbols registered here by name, so cached code holds no address
-of the process that compiled it.
+OpenBLAS's threads. SEQDSL_BLIS=0 keeps every product on OpenBLAS.
+Compiled code (library.py) reads the choice, and finds BLIS's functions
+and context, through symbols registered here by name, so cached code holds
+no address of the process that compiled it.
 """
 from __future__ import annotations
 

@@ -88,12 +88,13 @@ def _dot_typed(a, b, rows):
 
     def matrices(a, b, rows):
         parts = 1 if rows else split_parts(a, b)
-        if parts > 1 or blis_takes(a, b, rows):
+        if parts > 1:
             out = np.empty((a.shape[0], b.shape[1]), a.dtype)
-            if parts > 1:
-                blis_split_product(a, b, out, parts)
-            else:
-                blis_product(a, b, out)
+            blis_split_product(a, b, out, parts)
+            return out
+        if blis_takes(a, b, rows):
+            out = np.empty((a.shape[0], b.shape[1]), a.dtype)
+            blis_product(a, b, out)
             return out
         return np.dot(a, b)
     return matrices
@@ -128,8 +129,16 @@ def blis_takes(a, b, rows=False):
     if (setting(3) if rows else setting(0)) == 0 or n < setting(1) or m * n * k < setting(2) \
             or min(m, k) < 1:
         return False
+    return _blis_layouts(a, b)
+
+
+@njit(**_JIT)
+def _blis_layouts(a, b):
+    """Whether BLIS takes the layouts of both operands of a @ b."""
+    m, k = a.shape
     size = a.itemsize
-    return _layout(m, k, a.strides, size)[0] != 0 and _layout(k, n, b.strides, size)[0] != 0
+    return _layout(m, k, a.strides, size)[0] != 0 \
+        and _layout(k, b.shape[1], b.strides, size)[0] != 0
 
 
 @njit(**_JIT)
@@ -142,10 +151,7 @@ def split_parts(a, b):
     m, k = a.shape
     n = b.shape[1]
     parts = min(setting(4), m // setting(6), (m * n * k) // setting(5))
-    if parts < 2 or n < setting(1) or k < 1:
-        return 1
-    size = a.itemsize
-    if _layout(m, k, a.strides, size)[0] == 0 or _layout(k, n, b.strides, size)[0] == 0:
+    if parts < 2 or n < setting(1) or k < 1 or not _blis_layouts(a, b):
         return 1
     return parts
 
@@ -157,7 +163,8 @@ def blis_split_product(a, b, out, parts):
     made as the whole product on BLIS makes it (the same tiles over k)."""
     m = a.shape[0]
     tile = setting(6)
-    rows = -(-(-(-m // parts)) // tile) * tile
+    per_part = -(-m // parts)  # m / parts, rounded up
+    rows = -(-per_part // tile) * tile  # ... and up to whole tiles
     for s in prange(parts):
         lo = s * rows
         hi = min(m, lo + rows)
