@@ -190,7 +190,7 @@ def work_gemm(n: int, repeats: int, blis: bool = False) -> float | None:
     if not gemm.available():
         return None
     outs = [np.empty((n, n), np.float32) for _ in range(THREADS)]
-    with blas.blas_threads(1), ThreadPoolExecutor(THREADS) as pool:
+    with gemm.blis_preferred(), blas.blas_threads(1), ThreadPoolExecutor(THREADS) as pool:
         def on_every_thread():
             list(pool.map(lambda out: library.dot_into(a, b, out), outs))
         times = _timeit(on_every_thread, repeats)
@@ -564,7 +564,7 @@ def _cpu() -> str:
 
 def _blas_kernels() -> str:
     """Where seqdsl's products run (gemm.py: BLIS's AVX-512 kernels, on one
-    thread or split over a run's threads, where there), and which of
+    thread or split over a run's threads, where preferred), and which of
     OpenBLAS's kernels its other products and NumPy's run: its own choice for
     the CPU, or the one OPENBLAS_CORETYPE forces (torch's MKL and oneDNN ignore it). On an AMD EPYC (Zen 5) forced to Haswell, float32
     GEMM ran at half the speed of OpenBLAS's own choice there (SkylakeX)."""
@@ -580,7 +580,7 @@ def _blas_kernels() -> str:
     forced = os.environ.get("OPENBLAS_CORETYPE")
     try:
         from seqdsl.runtime.numba import gemm
-        blis = gemm.available()
+        blis = gemm.preferred()
     except Exception:
         blis = False
     return (" (seqdsl's products on BLIS's Skylake-X kernels, on one thread or, in a run on "

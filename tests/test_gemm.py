@@ -1,7 +1,8 @@
 """The kernels' products on BLIS (gemm.py, library.py): the same products
 as NumPy's in every layout a kernel hands them, only where BLIS is the
 faster and on one thread, safe from several threads at once, and off where
-asked."""
+asked. Each test sends them to BLIS wherever it is there, whether or not
+it is the faster here (gemm.blis_preferred)."""
 import os
 import subprocess
 import sys
@@ -15,9 +16,15 @@ from seqdsl.runtime.numba import blas, gemm, library
 from seqdsl.runtime.numba.gemm import every_product_on_blis
 from seqdsl.runtime.numba.shards import parallel_loops_hand_off_fast
 
-pytestmark = pytest.mark.skipif(
+NEEDS_BLIS = pytest.mark.skipif(
     not gemm.available(), reason="BLIS's products need the blis package and a CPU with "
     + ", ".join(gemm.NEEDED_FEATURES) + " (they run on OpenBLAS here)")
+
+
+@pytest.fixture(autouse=True)
+def blis_preferred():
+    with gemm.blis_preferred():
+        yield
 
 TOL = {np.float64: 1e-12, np.float32: 1e-5}
 # whether a run on several threads splits its products over Numba's threads
@@ -45,6 +52,7 @@ SHAPES = [(37, 41, 45), (1, 8, 33), (33, 8, 1), (1, 1, 1), (16, 128, 512), (5, 1
 
 
 # NumPy's product on rows of a larger array, compiled for the comparison, warns
+@NEEDS_BLIS
 @pytest.mark.filterwarnings("ignore::numba.NumbaPerformanceWarning")
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -52,7 +60,7 @@ SHAPES = [(37, 41, 45), (1, 8, 33), (33, 8, 1), (1, 1, 1), (16, 128, 512), (5, 1
 def test_products_on_blis_are_numpys_in_every_layout(m, k, n, layout, dtype):
     a, b = operands(m, k, n, dtype, layout)
     want = a.astype(np.float64) @ b.astype(np.float64)
-    with blas.blas_threads(1), every_product_on_blis():
+    with every_product_on_blis(), blas.blas_threads(1):
         assert library.blis_takes(a, b)
         got = library.dot(a, b)
         into = np.full((m + 2, n), np.nan, dtype)  # a step product's block of rows
@@ -64,6 +72,7 @@ def test_products_on_blis_are_numpys_in_every_layout(m, k, n, layout, dtype):
     assert np.isnan(into[0]).all() and np.isnan(into[-1]).all()  # only its rows written
 
 
+@NEEDS_BLIS
 @pytest.mark.parametrize("view", ["reversed rows", "strided rows and columns", "a broadcast row"])
 def test_a_layout_blis_does_not_take_goes_to_numpy(view):
     rng = np.random.default_rng(1)
@@ -71,12 +80,13 @@ def test_a_layout_blis_does_not_take_goes_to_numpy(view):
     a = {"reversed rows": a[::-1], "strided rows and columns": a[::2, ::2],
          "a broadcast row": np.broadcast_to(a[0], (40, 36))}[view]
     b = rng.standard_normal((a.shape[1], 40))
-    with blas.blas_threads(1), every_product_on_blis():
+    with every_product_on_blis(), blas.blas_threads(1):
         assert not library.blis_takes(a, b)
         got = library.dot(a, b)
     np.testing.assert_allclose(got, a @ b, rtol=1e-12, atol=1e-12)
 
 
+@NEEDS_BLIS
 def test_blis_takes_a_product_only_on_one_thread_and_from_its_limits():
     a, b = operands(64, 128, 64, np.float32, "row-major")
     small_a, small_b = operands(16, 128, 28, np.float32, "row-major")
@@ -98,6 +108,7 @@ def test_blis_takes_a_product_only_on_one_thread_and_from_its_limits():
         gemm.use_blis(was)
 
 
+@NEEDS_BLIS
 def test_a_heads_products_go_to_blis_whatever_the_threads_around_them():
     """So that a network's heads make the same products in its compiled step
     as layer by layer (library.dot_rows)."""
@@ -111,11 +122,12 @@ def test_a_heads_products_go_to_blis_whatever_the_threads_around_them():
         assert np.array_equal(got, library.dot(a, b))  # both on BLIS: to the bit
 
 
+@NEEDS_BLIS
 @pytest.mark.parametrize("product", [library.dot, library.dot_rows])
 def test_a_matrix_times_a_vector_is_numpys(product):
     rng = np.random.default_rng(4)
     a, v = rng.standard_normal((40, 64)), rng.standard_normal(64)
-    with blas.blas_threads(1), every_product_on_blis():
+    with every_product_on_blis(), blas.blas_threads(1):
         np.testing.assert_allclose(product(a, v), a @ v, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(product(v[:40], a), v[:40] @ a, rtol=1e-12, atol=1e-12)
 
@@ -126,11 +138,12 @@ def _products(a, b, out, times):
         library.dot_into(a, b, out)
 
 
+@NEEDS_BLIS
 def test_products_on_blis_from_two_threads_at_once_are_each_threads_own():
     """Two threads' products share BLIS's pool of packing buffers: each gets
     its own result, the same to the bit as alone."""
     pairs = [operands(48, 96, 64, np.float32, "row-major", seed=s) for s in (2, 3)]
-    with blas.blas_threads(1), every_product_on_blis():
+    with every_product_on_blis(), blas.blas_threads(1):
         alone = [library.dot(a, b) for a, b in pairs]
         outs = [np.empty_like(x) for x in alone]
         threads = [threading.Thread(target=_products, args=(a, b, out, 400))
@@ -143,6 +156,7 @@ def test_products_on_blis_from_two_threads_at_once_are_each_threads_own():
         assert np.array_equal(out, want)
 
 
+@NEEDS_BLIS
 def test_seqdsl_blis_0_keeps_every_product_on_openblas():
     """... and loads the products' code this process compiled and cached,
     split product and all (its parallel loop names Numba's threading layer,
@@ -163,6 +177,7 @@ def test_seqdsl_blis_0_keeps_every_product_on_openblas():
 BIG = (256, 512, 64)  # 2^23 multiply-adds: 4 parts of SPLIT_WORK
 
 
+@NEEDS_BLIS
 @pytest.mark.skipif(not SPLITS, reason="Numba's threading layer here is its workqueue: runs "
                     "on several threads keep OpenBLAS's (shards.parallel_loops_hand_off_fast)")
 def test_a_large_product_on_several_threads_is_split_over_them():
@@ -188,6 +203,7 @@ def test_a_large_product_on_several_threads_is_split_over_them():
         gemm.split_products(was)
 
 
+@NEEDS_BLIS
 @pytest.mark.skipif(not SPLITS, reason="no product is split where Numba's threading layer is "
                     "its workqueue")
 @pytest.mark.filterwarnings("ignore::numba.NumbaPerformanceWarning")
@@ -208,3 +224,57 @@ def test_a_split_product_is_the_whole_product_to_the_bit(m, k, n, layout, dtype)
                 library.dot_into(a, b, into[1:1 + m])
             assert np.array_equal(got, whole) and np.array_equal(into[1:1 + m], whole)
             assert np.isnan(into[0]).all() and np.isnan(into[-1]).all()
+
+
+@pytest.mark.parametrize("setting, there, cores, want", [
+    ("", True, ["Haswell"], True),  # OpenBLAS pinned to AVX2 kernels
+    ("", True, ["SkylakeX"], False),
+    ("", True, ["Haswell", "Cooperlake"], False),  # any OpenBLAS the kernels call
+    ("", True, [], True),  # no OpenBLAS found: BLIS, where it is there
+    ("1", True, ["SkylakeX"], True),
+    ("0", True, ["Haswell"], False),
+    ("", False, ["Haswell"], False),
+    ("1", False, [], False),
+])
+def test_blis_is_preferred_only_where_openblas_runs_no_avx512_kernels(setting, there,
+                                                                      cores, want):
+    assert gemm.blis_is_preferred(setting, there, cores) == want
+
+
+def _in_a_new_process(**variables) -> tuple[bool, bool, bool, list[str]]:
+    """In a process with these environment variables (and neither
+    SEQDSL_BLIS nor OPENBLAS_CORETYPE otherwise): whether BLIS is there,
+    whether it is preferred, whether a one-thread run's product goes to it,
+    and the kernels' OpenBLAS kernels."""
+    code = ("from seqdsl.runtime.numba import blas, gemm, library\nimport numpy as np\n"
+            "a = np.ones((64, 64), np.float32)\n"
+            "with blas.blas_threads(1):\n"
+            "    on = library.blis_takes(a, a, True)\n"
+            "print(gemm.available(), gemm.preferred(), on, *[lib.architecture for lib in "
+            "gemm.kernel_blas() if lib.internal_api == 'openblas'])\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("SEQDSL_BLIS", "OPENBLAS_CORETYPE")}
+    out = subprocess.run([sys.executable, "-c", code], env={**env, **variables},
+                         capture_output=True, text=True, check=True).stdout.split()
+    return out[0] == "True", out[1] == "True", out[2] == "True", out[3:]
+
+
+@pytest.mark.parametrize("variables", [{}, {"OPENBLAS_CORETYPE": "Haswell"},
+                                       {"SEQDSL_BLIS": "1"}, {"SEQDSL_BLIS": "0"}],
+                         ids=["by default", "OpenBLAS pinned to Haswell", "SEQDSL_BLIS=1",
+                              "SEQDSL_BLIS=0"])
+def test_a_process_sends_its_products_to_blis_as_the_rule_says(variables):
+    there, preferred, on, cores = _in_a_new_process(**variables)
+    assert preferred == gemm.blis_is_preferred(variables.get("SEQDSL_BLIS", ""), there, cores)
+    assert on == preferred  # a run on one thread follows it
+    if "OPENBLAS_CORETYPE" in variables:
+        assert cores and all(c == "Haswell" for c in cores)
+        assert preferred == gemm.available()
+
+
+def test_products_stay_off_blis_where_it_is_not_preferred():
+    a, b = operands(64, 128, 64, np.float32, "row-major")
+    with gemm.blis_preferred(False), blas.blas_threads(1):
+        assert not library.blis_takes(a, b) and not library.blis_takes(a, b, True)
+        with blas.blas_threads(2):
+            assert library.split_parts(a, b) == 1 and library.split_parts(*operands(
+                *BIG, np.float32, "row-major")) == 1

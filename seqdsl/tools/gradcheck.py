@@ -8,7 +8,11 @@ What it promises: each entry of the result is the worst relative error
 (`relative_error`) of one gradient against central differences taken in the
 cell's own dtype, with a step of cbrt(machine epsilon) · max(1, |value|)
 (6e-6 in float64, 5e-3 in float32), where rounding and truncation errors
-balance. A gradient or a loss that is not finite anywhere, in the derived
+balance. The two runs are subtracted entry by entry of the outputs and
+final states before the loss weighs them, so rounding scales with the
+entries the step moves, not with the whole loss (a state that grows to
+1e5 but does not depend on a weight adds nothing to that weight's
+difference). A gradient or a loss that is not finite anywhere, in the derived
 gradient or in the finite differences, is an infinite error: the check
 fails, whatever the tolerance. `tolerance(dtype)` is the error a correct
 gradient stays within: 1e-6 in float64 (the shipped and generated cells
@@ -68,9 +72,20 @@ def random_problem(cell: CellInstance, steps: int = 5, batch: int = 3, seed: int
 
 
 def loss(cell: CellInstance, pb: Problem, params=None, x=None, state0=None) -> float:
+    return _weighted(pb, _run(cell, pb, params, x, state0))
+
+
+def _run(cell: CellInstance, pb: Problem, params=None, x=None, state0=None) -> list[np.ndarray]:
+    """The outputs and the final states the loss weighs, in that order."""
     r = cell.forward(params or pb.params, x or pb.x, pb.lengths, state0 or pb.state0)
-    return float((r.outputs * pb.w_out).sum()
-                 + sum((r.final[n] * w).sum() for n, w in pb.w_final.items()))
+    return [r.outputs, *(r.final[n] for n in pb.w_final)]
+
+
+def _weighted(pb: Problem, arrays: list[np.ndarray]) -> float:
+    """Σ w_out · outputs + Σ_s w_final[s] · final[s], of `_run`'s arrays (or
+    of differences of them)."""
+    weights = [pb.w_out, *pb.w_final.values()]
+    return float(sum((np.asarray(a, np.float64) * w).sum() for a, w in zip(arrays, weights)))
 
 
 def relative_error(a: np.ndarray, b: np.ndarray, floor: float = 1e-3) -> float:
@@ -115,9 +130,15 @@ def gradcheck(cell: CellInstance, pb: Problem, eps: float | None = None) -> dict
             # The steps actually taken, after rounding to the dtype.
             up, down = dtype.type(value + h), dtype.type(value - h)
             moved[name][i] = up
-            l_up = call(moved)
+            ups = call(moved)
             moved[name][i] = down
-            out[i] = (l_up - call(moved)) / (float(up) - float(down))
+            downs = call(moved)
+            # Entry by entry, before weighing: an entry the step leaves
+            # alone (a large state that does not depend on this value)
+            # differs by exactly zero, so adds no rounding to the loss's
+            # difference.
+            moved_by = [np.asarray(u, np.float64) - d for u, d in zip(ups, downs)]
+            out[i] = _weighted(pb, moved_by) / (float(up) - float(down))
         return out
 
     finite_loss = np.isfinite(loss(cell, pb))
@@ -129,11 +150,11 @@ def gradcheck(cell: CellInstance, pb: Problem, eps: float | None = None) -> dict
 
     errors = {}
     for k in params:
-        errors[k] = compare(g.params[k], k, params, lambda p: loss(cell, pb, params=p))
+        errors[k] = compare(g.params[k], k, params, lambda p: _run(cell, pb, params=p))
     for n in x:
-        errors[n] = compare(g.inputs[n], n, x, lambda v: loss(cell, pb, x=v))
+        errors[n] = compare(g.inputs[n], n, x, lambda v: _run(cell, pb, x=v))
     for n in state0:
-        errors[f"{n}<0>"] = compare(g.state0[n], n, state0, lambda s: loss(cell, pb, state0=s))
+        errors[f"{n}<0>"] = compare(g.state0[n], n, state0, lambda s: _run(cell, pb, state0=s))
     return errors
 
 

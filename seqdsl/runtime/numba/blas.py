@@ -14,44 +14,10 @@ The heads' products are small, so one thread loses nothing there.
 from __future__ import annotations
 
 import contextlib
-import importlib
-import os
-from functools import lru_cache
-
-import numpy as np
 
 from . import gemm
+from .gemm import kernel_blas, numpy_blas
 from .shards import parallel_loops_hand_off_fast
-
-
-@lru_cache(maxsize=1)
-def _blas_libraries():
-    """The BLAS libraries threadpoolctl finds: NumPy's own, and every other
-    (SciPy's, to which Numba binds the kernels' `np.dot`); None where
-    threadpoolctl is missing."""
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:
-        return None
-    importlib.import_module("scipy.linalg.cython_blas")  # loaded, so threadpoolctl sees it
-    home = os.path.dirname(np.__file__)
-    own = (home + os.sep, home + ".libs" + os.sep)
-    blas = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
-    return ([lib for lib in blas if lib.filepath.startswith(own)],
-            [lib for lib in blas if not lib.filepath.startswith(own)])
-
-
-def numpy_blas() -> list:
-    """Controllers of NumPy's own BLAS (empty where threadpoolctl finds none)."""
-    found = _blas_libraries()
-    return found[0] if found else []
-
-
-def kernel_blas() -> list:
-    """Controllers of the BLAS the compiled kernels call (empty where
-    threadpoolctl finds none)."""
-    found = _blas_libraries()
-    return found[1] if found else []
 
 
 @contextlib.contextmanager
@@ -74,13 +40,15 @@ def _threads(libs: list, n: int):
 @contextlib.contextmanager
 def blas_threads(n: int):
     """The kernels' products on `n` threads inside the block, as they were
-    after it: at one thread on BLIS where it is there (gemm.py); at more,
-    each large product split over `n` of Numba's threads on BLIS, where
-    BLIS is there and Numba's threads take up a loop fast (OpenBLAS then
-    kept to one thread, so that its threads, which spin after a call, do
-    not take the cores Numba's need), else on OpenBLAS's `n` threads."""
-    split = n > 1 and gemm.available() and parallel_loops_hand_off_fast()
-    was = gemm.use_blis(n == 1 or split)
+    after it: at one thread on BLIS where it is the faster (gemm.py); at
+    more, each large product split over `n` of Numba's threads on BLIS,
+    where BLIS is the faster and Numba's threads take up a loop fast
+    (OpenBLAS then kept to one thread, so that its threads, which spin
+    after a call, do not take the cores Numba's need), else on OpenBLAS's
+    `n` threads."""
+    blis = gemm.preferred()
+    split = n > 1 and blis and parallel_loops_hand_off_fast()
+    was = gemm.use_blis(blis and (n == 1 or split))
     parts = gemm.split_products(n if split else 1)
     try:
         with _threads(kernel_blas(), 1 if split else n):

@@ -1,18 +1,24 @@
-"""The kernels' matrix products on BLIS's AVX-512 kernels, where the CPU has
-them and a run's products are on one thread.
+"""The kernels' matrix products: on BLIS's AVX-512 kernels where the CPU has
+them and SciPy's OpenBLAS, which the kernels' `np.dot` calls, runs kernels
+without AVX-512; else on that OpenBLAS.
 
-SciPy's OpenBLAS, which the kernels' `np.dot` calls, picks its kernels for
-the CPU when it loads, and the environment can pin them
-(OPENBLAS_CORETYPE=Haswell: AVX2 only, half the speed of its AVX-512 ones on
-an AMD EPYC, Zen 5). The `blis` package (a dependency on x86-64; BSD)
-carries BLIS 0.7 with its Skylake-X (AVX-512) kernels, but BLIS's own CPU
-check calls newer AVX-512 CPUs (AMD's Zen 4 and 5) "generic" and runs its
-slow C kernels there. So seqdsl builds BLIS's Skylake-X context itself
-wherever the CPU has the AVX-512 subsets those kernels use, checks one
-product of each layout against NumPy's, and passes that context to every
-product. Measured on one thread (Zen 5, float32, GFLOP/s, against OpenBLAS
-on its Haswell kernels): an LSTM step's (32×256)·(256×1024) 137 against
-100, (64×512)·(512×2048) 180 against 113, 1024³ 225 against 124.
+OpenBLAS picks its kernels for the CPU when it loads, and the environment
+can pin them (OPENBLAS_CORETYPE=Haswell: AVX2 only, half the speed of its
+AVX-512 ones on an AMD EPYC, Zen 5). The `blis` package (a dependency on
+x86-64; BSD) carries BLIS 0.7 with its Skylake-X (AVX-512) kernels, but
+BLIS's own CPU check calls newer AVX-512 CPUs (AMD's Zen 4 and 5)
+"generic" and runs its slow C kernels there. So seqdsl builds BLIS's
+Skylake-X context itself wherever the CPU has the AVX-512 subsets those
+kernels use, checks one product of each layout against NumPy's, and passes
+that context to every product. Measured on one thread (float32, GFLOP/s):
+on a Zen 5 with OpenBLAS pinned to Haswell, an LSTM step's
+(32×256)·(256×1024) 137 against 100, (64×512)·(512×2048) 180 against 113,
+1024³ 225 against 124; but on a Zen 4 (whose AVX-512 units are 256 bits
+wide) against OpenBLAS's own SkylakeX kernels, µs, (m, k, n) =
+(4096, 1024, 32) 5065 against 4008, (2048, 512, 32) 862 against 743,
+1024³ level (21.3 against 21.6 ms). So BLIS takes the products only where
+OpenBLAS's kernels lack AVX-512 (`preferred`; SEQDSL_BLIS=1 sends them to
+BLIS wherever it is there, SEQDSL_BLIS=0 nowhere).
 
 This BLIS runs on one thread, so it takes the products of every run whose
 products are on one BLAS thread (every shard of a sharded run, small runs,
@@ -21,7 +27,10 @@ BLAS threads (`blas.blas_threads(n)`, n > 1) splits each product of at
 least SPLIT_WORK a part into up to n blocks of rows, each on BLIS on one of
 Numba's threads (`split_products`), where Numba's threads take up a
 parallel loop within microseconds (OpenMP, TBB: shards.py); else it keeps
-OpenBLAS's threads. SEQDSL_BLIS=0 keeps every product on OpenBLAS.
+OpenBLAS's threads. (Split over Numba's threads on OpenBLAS's own AVX-512
+kernels instead, a part each on one thread, the Zen 4's products were no
+faster than on OpenBLAS's two threads: (4096, 1024, 32) 2007 against 2110
+µs, (2048, 512, 32) 454 against 392.)
 Compiled code (library.py) reads the choice, and finds BLIS's functions
 and context, through symbols registered here by name, so cached code holds
 no address of the process that compiled it.
@@ -30,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib
 import os
 import warnings
 from functools import lru_cache
@@ -62,9 +72,9 @@ SPLIT_WORK = 1 << 21
 SPLIT_ROWS = 32  # each part a whole number of tiles of BLIS's float32 kernel (32×12)
 
 # Read by compiled code at every product: [on BLIS now, MIN_COLUMNS,
-# MIN_WORK, BLIS there, parts to split a product into, SPLIT_WORK,
+# MIN_WORK, BLIS preferred, parts to split a product into, SPLIT_WORK,
 # SPLIT_ROWS] (tests lower the limits to send small products to BLIS and
-# split them; a head's products go to it wherever it is there,
+# split them; a head's products go to it wherever it is preferred,
 # library.dot_rows).
 _SETTINGS = (ctypes.c_int64 * 7)(0, MIN_COLUMNS, MIN_WORK, 0, 1, SPLIT_WORK, SPLIT_ROWS)
 SYMBOLS = {"settings": "seqdsl_gemm_settings",
@@ -143,12 +153,92 @@ def _register_symbols() -> None:
 
 
 _register_symbols()
-_SETTINGS[0] = _SETTINGS[3] = int(_blis() is not None)
 
 
 def available() -> bool:
     """Whether the kernels' products can run on BLIS here."""
     return _blis() is not None
+
+
+@lru_cache(maxsize=1)
+def _blas_libraries():
+    """The BLAS libraries threadpoolctl finds: NumPy's own, and every other
+    (SciPy's, to which Numba binds the kernels' `np.dot`); None where
+    threadpoolctl is missing."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    importlib.import_module("scipy.linalg.cython_blas")  # loaded, so threadpoolctl sees it
+    home = os.path.dirname(np.__file__)
+    own = (home + os.sep, home + ".libs" + os.sep)
+    blas = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+    return ([lib for lib in blas if lib.filepath.startswith(own)],
+            [lib for lib in blas if not lib.filepath.startswith(own)])
+
+
+def numpy_blas() -> list:
+    """Controllers of NumPy's own BLAS (empty where threadpoolctl finds none)."""
+    found = _blas_libraries()
+    return found[0] if found else []
+
+
+def kernel_blas() -> list:
+    """Controllers of the BLAS the compiled kernels call (empty where
+    threadpoolctl finds none)."""
+    found = _blas_libraries()
+    return found[1] if found else []
+
+
+# OpenBLAS's names for its kernels that use AVX-512 (openblas_get_corename)
+AVX512_OPENBLAS_CORES = ("skylakex", "cooperlake", "sapphirerapids")
+
+
+def blis_is_preferred(setting: str, blis_there: bool, openblas_cores: list[str]) -> bool:
+    """Whether the kernels' products go to BLIS: where it is there, as
+    SEQDSL_BLIS (`setting`) says ("0": never, "1": always), by default only
+    where no OpenBLAS the kernels call runs AVX-512 kernels of its own
+    (`openblas_cores`, as each reports its kernels)."""
+    if not blis_there or setting == "0":
+        return False
+    return setting == "1" or not any(c.lower() in AVX512_OPENBLAS_CORES
+                                     for c in openblas_cores)
+
+
+@lru_cache(maxsize=1)
+def _preferred_here() -> bool:
+    cores = [getattr(lib, "architecture", None) or "" for lib in kernel_blas()
+             if lib.internal_api == "openblas"]
+    return blis_is_preferred(os.environ.get("SEQDSL_BLIS", ""), available(), cores)
+
+
+_PREFERENCE: list = [None]  # blis_preferred's choice inside its block
+
+
+def preferred() -> bool:
+    """Whether the kernels' products go to BLIS here (blis_is_preferred)."""
+    if _PREFERENCE[0] is not None:
+        return _PREFERENCE[0] and available()
+    return _preferred_here()
+
+
+_SETTINGS[0] = _SETTINGS[3] = int(preferred())
+
+
+@contextlib.contextmanager
+def blis_preferred(on: bool = True):
+    """Inside the block, runs send their products to BLIS (where it is
+    there) as where it is the faster, or (with `on` False) keep them off
+    it, whatever `preferred` says here: for tests and benchmarks. The
+    switches a run sets (blas.blas_threads) follow it in runs begun inside
+    the block; a head's products follow it at once."""
+    was, heads = _PREFERENCE[0], _SETTINGS[3]
+    _PREFERENCE[0] = bool(on)
+    _SETTINGS[3] = int(preferred())
+    try:
+        yield
+    finally:
+        _PREFERENCE[0], _SETTINGS[3] = was, heads
 
 
 def use_blis(on: bool) -> bool:
@@ -184,15 +274,17 @@ def set_limits(min_columns: int = MIN_COLUMNS, min_work: int = MIN_WORK,
 
 @contextlib.contextmanager
 def every_product_on_blis(on: bool = True):
-    """Inside the block, every product a one-thread run makes goes to BLIS,
-    and a run on several threads splits every product it can, however small
-    (with `on`; else nothing changes): for tests, whose problems are all
-    below the limits."""
+    """Inside the block, every product a one-thread run begun in it makes
+    goes to BLIS, and a run on several threads splits every product it
+    can, however small, whether or not BLIS is the faster here (with `on`;
+    else nothing changes): for tests, whose problems are all below the
+    limits."""
     if not on:
         yield
         return
     was = set_limits(1, 1, 1, 1)
     try:
-        yield
+        with blis_preferred():
+            yield
     finally:
         set_limits(*was)

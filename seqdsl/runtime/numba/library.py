@@ -60,10 +60,10 @@ def dot(a, b):
 @njit(**_JIT)
 def dot_rows(a, b):
     """a @ b for a head's rows (emit_rows.py), a new array: on BLIS where it
-    takes it, whatever threads the run around it has, so that a network's
-    heads make the same products in its compiled step (step.py) as layer by
-    layer, where they run on their own (their products are small: one
-    thread loses nothing)."""
+    is preferred and takes it, whatever threads the run around it has, so
+    that a network's heads make the same products in its compiled step
+    (step.py) as layer by layer, where they run on their own (their
+    products are small: one thread loses nothing)."""
     return _dot(a, b, True)
 
 
@@ -122,8 +122,8 @@ def _dot_into_typed(a, b, out):
 def blis_takes(a, b, rows=False):
     """Whether the matrix product a @ b goes to BLIS: products are on BLIS
     now (gemm.use_blis; a head's `rows` whatever the run's threads, where
-    BLIS is there), this one is at least gemm's limits, and BLIS takes both
-    layouts."""
+    BLIS is preferred), this one is at least gemm's limits, and BLIS takes
+    both layouts."""
     m, k = a.shape
     n = b.shape[1]
     if (setting(3) if rows else setting(0)) == 0 or n < setting(1) or m * n * k < setting(2) \
