@@ -241,11 +241,11 @@ def test_blis_is_preferred_only_where_openblas_runs_no_avx512_kernels(setting, t
     assert gemm.blis_is_preferred(setting, there, cores) == want
 
 
-def _in_a_new_process(**variables) -> tuple[bool, bool, bool, list[str]]:
+def _in_a_new_process(**variables) -> tuple[bool, bool, bool, list[str], str]:
     """In a process with these environment variables (and neither
     SEQDSL_BLIS nor OPENBLAS_CORETYPE otherwise): whether BLIS is there,
     whether it is preferred, whether a one-thread run's product goes to it,
-    and the kernels' OpenBLAS kernels."""
+    the kernels' OpenBLAS kernels, and what it wrote to stderr."""
     code = ("from seqdsl.runtime.numba import blas, gemm, library\nimport numpy as np\n"
             "a = np.ones((64, 64), np.float32)\n"
             "with blas.blas_threads(1):\n"
@@ -253,9 +253,10 @@ def _in_a_new_process(**variables) -> tuple[bool, bool, bool, list[str]]:
             "print(gemm.available(), gemm.preferred(), on, *[lib.architecture for lib in "
             "gemm.kernel_blas() if lib.internal_api == 'openblas'])\n")
     env = {k: v for k, v in os.environ.items() if k not in ("SEQDSL_BLIS", "OPENBLAS_CORETYPE")}
-    out = subprocess.run([sys.executable, "-c", code], env={**env, **variables},
-                         capture_output=True, text=True, check=True).stdout.split()
-    return out[0] == "True", out[1] == "True", out[2] == "True", out[3:]
+    done = subprocess.run([sys.executable, "-c", code], env={**env, **variables},
+                          capture_output=True, text=True, check=True)
+    out = done.stdout.split()
+    return out[0] == "True", out[1] == "True", out[2] == "True", out[3:], done.stderr
 
 
 @pytest.mark.parametrize("variables", [{}, {"OPENBLAS_CORETYPE": "Haswell"},
@@ -263,8 +264,9 @@ def _in_a_new_process(**variables) -> tuple[bool, bool, bool, list[str]]:
                          ids=["by default", "OpenBLAS pinned to Haswell", "SEQDSL_BLIS=1",
                               "SEQDSL_BLIS=0"])
 def test_a_process_sends_its_products_to_blis_as_the_rule_says(variables):
-    there, preferred, on, cores = _in_a_new_process(**variables)
+    there, preferred, on, cores, said = _in_a_new_process(**variables)
     assert preferred == gemm.blis_is_preferred(variables.get("SEQDSL_BLIS", ""), there, cores)
+    assert "SEQDSL_BLIS" not in said
     assert on == preferred  # a run on one thread follows it
     if "OPENBLAS_CORETYPE" in variables:
         assert cores and all(c == "Haswell" for c in cores)
@@ -278,3 +280,17 @@ def test_products_stay_off_blis_where_it_is_not_preferred():
         with blas.blas_threads(2):
             assert library.split_parts(a, b) == 1 and library.split_parts(*operands(
                 *BIG, np.float32, "row-major")) == 1
+
+
+@pytest.mark.parametrize("setting", ["yes", "2", "on"])
+def test_a_seqdsl_blis_neither_0_nor_1_warns_and_is_ignored(setting):
+    for cores in (["Haswell"], ["SkylakeX"]):
+        with pytest.warns(RuntimeWarning, match=f"SEQDSL_BLIS='{setting}': expected 0"):
+            got = gemm.blis_is_preferred(setting, True, cores)
+        assert got == gemm.blis_is_preferred("", True, cores)
+
+
+def test_a_process_with_seqdsl_blis_neither_0_nor_1_warns_once_and_keeps_the_rule():
+    there, preferred, on, cores, said = _in_a_new_process(SEQDSL_BLIS="yes")
+    assert said.count("SEQDSL_BLIS='yes': expected 0") == 1, said
+    assert preferred == on == gemm.blis_is_preferred("", there, cores)

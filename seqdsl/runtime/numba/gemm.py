@@ -87,7 +87,7 @@ def _blis():
     """(library, context) where the blis package is installed, the CPU has
     the AVX-512 its Skylake-X kernels use, its products check out, and
     SEQDSL_BLIS is not 0; else None."""
-    if os.environ.get("SEQDSL_BLIS", "1") == "0":
+    if os.environ.get("SEQDSL_BLIS", "1").strip() == "0":
         return None
     features = llvm.get_host_cpu_features()
     if not all(features.get(f) for f in NEEDED_FEATURES):
@@ -198,7 +198,12 @@ def blis_is_preferred(setting: str, blis_there: bool, openblas_cores: list[str])
     """Whether the kernels' products go to BLIS: where it is there, as
     SEQDSL_BLIS (`setting`) says ("0": never, "1": always), by default only
     where no OpenBLAS the kernels call runs AVX-512 kernels of its own
-    (`openblas_cores`, as each reports its kernels)."""
+    (`openblas_cores`, as each reports its kernels). Any other setting
+    warns and is ignored."""
+    if setting not in ("", "0", "1"):
+        warnings.warn(f"SEQDSL_BLIS={setting!r}: expected 0 (never BLIS) or 1 (BLIS wherever "
+                      "it is there); ignored: the kernels' products go to BLIS only where "
+                      "OpenBLAS runs kernels without AVX-512", RuntimeWarning, stacklevel=2)
     if not blis_there or setting == "0":
         return False
     return setting == "1" or not any(c.lower() in AVX512_OPENBLAS_CORES
@@ -209,7 +214,7 @@ def blis_is_preferred(setting: str, blis_there: bool, openblas_cores: list[str])
 def _preferred_here() -> bool:
     cores = [getattr(lib, "architecture", None) or "" for lib in kernel_blas()
              if lib.internal_api == "openblas"]
-    return blis_is_preferred(os.environ.get("SEQDSL_BLIS", ""), available(), cores)
+    return blis_is_preferred(os.environ.get("SEQDSL_BLIS", "").strip(), available(), cores)
 
 
 _PREFERENCE: list = [None]  # blis_preferred's choice inside its block
