@@ -82,12 +82,17 @@ SYMBOLS = {"settings": "seqdsl_gemm_settings",
             "context": "seqdsl_blis_context"}
 
 
+def _setting() -> str:
+    """SEQDSL_BLIS as set ("" where it is not; see blis_is_preferred)."""
+    return os.environ.get("SEQDSL_BLIS", "").strip()
+
+
 @lru_cache(maxsize=1)
 def _blis():
     """(library, context) where the blis package is installed, the CPU has
     the AVX-512 its Skylake-X kernels use, its products check out, and
     SEQDSL_BLIS is not 0; else None."""
-    if os.environ.get("SEQDSL_BLIS", "1").strip() == "0":
+    if _setting() == "0":
         return None
     features = llvm.get_host_cpu_features()
     if not all(features.get(f) for f in NEEDED_FEATURES):
@@ -214,7 +219,7 @@ def blis_is_preferred(setting: str, blis_there: bool, openblas_cores: list[str])
 def _preferred_here() -> bool:
     cores = [getattr(lib, "architecture", None) or "" for lib in kernel_blas()
              if lib.internal_api == "openblas"]
-    return blis_is_preferred(os.environ.get("SEQDSL_BLIS", "").strip(), available(), cores)
+    return blis_is_preferred(_setting(), available(), cores)
 
 
 _PREFERENCE: list = [None]  # blis_preferred's choice inside its block
