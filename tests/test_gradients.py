@@ -7,7 +7,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from cellgen import cells, sizes_for
-from seqdsl.tools.gradcheck import TOLERANCE, gradcheck, random_problem, step, tolerance
+from seqdsl.tools.gradcheck import (TOLERANCE, derivative, gradcheck, random_problem, step,
+                                    tolerance)
 from seqdsl.spec import instantiate, library_cells, loads
 
 SHIPPED = sorted(library_cells())
@@ -28,9 +29,23 @@ A_STATE_THAT_GROWS = ("cell Gen {\n    input x\n    state h, c : H\n"
                       "    c<t> = (g1 * g1)\n    output y<t> = softmax(W4 h<t> + b0)\n}\n")
 
 
+# Steep where the problem puts them (a saturating tanh; a layernorm of a
+# nearly constant vector): plain central differences at the step erred by
+# 1.4e-6 and 4.4e-6 there, by truncation (smaller with a smaller step).
+A_STEEP_TANH = ("cell Gen {\n    input x\n    state h : H\n    g0 = h\n"
+                "    g1 = (3 * (-(h * W0[h])))\n    h<t> = tanh(W1[x, g1] / 0.5)\n"
+                "    output h\n}\n")
+A_STEEP_LAYERNORM = ("cell Gen {\n    input x\n    state h : H\n"
+                     "    g0 = ((b0 * (W0 - W0ᵀ) h + b1) + h)\n"
+                     "    h<t> = σ(W2[h] + b2) * (b1 * layernorm((1 - W1[h, h])) + b1)"
+                     " + (1 - σ(W2[h] + b2)) * h\n    output h\n}\n")
+
+
 @settings(max_examples=200, deadline=None)
 @given(src=cells(), seed=st.integers(0, 2**16))
 @example(src=A_STATE_THAT_GROWS, seed=0)
+@example(src=A_STEEP_TANH, seed=181)
+@example(src=A_STEEP_LAYERNORM, seed=5690)
 def test_generated_cells_gradcheck(src, seed):
     ct = loads(src, "generated.seq").cell()
     cell = instantiate(ct, hidden=3, input=2, sizes=sizes_for(ct))
@@ -40,6 +55,21 @@ def test_generated_cells_gradcheck(src, seed):
                            | {f"{s}<0>" for s in cell.state_sizes})
     worst = max(errors, key=errors.get)
     assert errors[worst] < TOLERANCE, f"{worst}: {errors[worst]:.2e}\n{src}"
+
+
+@pytest.mark.parametrize("k", [200, 500, 1000])
+def test_extrapolated_differences_cancel_the_step_squared_error(k):
+    """tanh(k·v) at v = 1/k, steeper with k: central differences at the step
+    err by up to 9e-6 (truncation, ∝ k²h²); extrapolated over h and 2h, by
+    at most 1e-9."""
+    f = lambda v: np.tanh(k * v)  # noqa: E731
+    v = 1 / k
+    exact = k * (1 - np.tanh(k * v) ** 2)
+    h = step(np.float64)
+    plain = (f(v + h) - f(v - h)) / (2 * h)
+    got = derivative(lambda up, down: f(up) - f(down), v, np.float64)
+    assert abs(plain - exact) / exact > 3e-7
+    assert abs(got - exact) / exact < 1e-9
 
 
 def test_gradcheck_detects_a_wrong_gradient(monkeypatch):

@@ -4,8 +4,9 @@ A random batch of variable-length sequences (one example of full length, one
 of length 0 when the batch has room), random targets for every head (class
 ids with some steps unlabelled for cross-entropy, values for the others),
 random weights; the gradient `loss_and_grad` derives for every parameter is
-compared with central differences of the loss, entry by entry, with the step
-and the error measure of the cell check (`tools.gradcheck`). A network has
+compared with central differences of the loss, entry by entry, with the
+steps, the extrapolation and the error measure of the cell check
+(`tools.gradcheck.derivative`). A network has
 many more weights than a cell, so at most `entries` entries of each
 parameter, drawn at random, are compared (all of them when there are fewer).
 """
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..runtime.network import Network
-from .gradcheck import _finite_error, step
+from .gradcheck import _finite_error, derivative
 
 
 @dataclass
@@ -74,7 +75,6 @@ def gradcheck_network(net: Network, pb: NetworkProblem, entries: int | None = 25
     central differences over (at most `entries` of) its entries; infinite
     where either side is not finite."""
     dtype = np.dtype(net.dtype)
-    rel_step = step(dtype)
     rng = np.random.default_rng(seed)
     value, grads = net.loss_and_grad(pb.params, pb.inputs, pb.lengths, pb.targets)
     errors = {}
@@ -85,13 +85,14 @@ def gradcheck_network(net: Network, pb: NetworkProblem, entries: int | None = 25
         numeric, analytic = np.zeros(len(every)), np.zeros(len(every))
         for j, i in enumerate(every):
             moved = {**pb.params, name: p.copy()}
-            v = float(p[i])
-            h = rel_step * max(1.0, abs(v))
-            up, down = dtype.type(v + h), dtype.type(v - h)
-            moved[name][i] = up
-            l_up = network_loss(net, pb, moved)
-            moved[name][i] = down
-            numeric[j] = (l_up - network_loss(net, pb, moved)) / (float(up) - float(down))
+
+            def moved_by(up, down, i=i, moved=moved):
+                moved[name][i] = up
+                l_up = network_loss(net, pb, moved)
+                moved[name][i] = down
+                return l_up - network_loss(net, pb, moved)
+
+            numeric[j] = derivative(moved_by, float(p[i]), dtype)
             analytic[j] = grads[name][i]
         errors[name] = _finite_error(analytic, numeric) if np.isfinite(value) else float("inf")
     return errors
