@@ -1,8 +1,9 @@
 """The Numba backend against the NumPy reference runtime: outputs, final
 states and every gradient, with variable lengths, B = 1, T = 1 and a given
 initial state; float64 to 1e-10 and float32 to 1e-4 (relative). Each
-comparison runs the compiled cell both ways: unsharded, and with its batch
-split into shards on threads (forced here at sizes it would never shard)."""
+comparison runs the compiled cell every way (PATHS): unsharded, with its
+batch split into shards on threads, with every step product over packed
+weights, on BLIS (each forced here at sizes where it would never happen)."""
 import os
 import re
 import subprocess
@@ -14,7 +15,7 @@ from hypothesis import Phase, example, given, settings
 
 from cellgen import cells, sizes_for
 from seqdsl.runtime.numba import gemm
-from seqdsl.runtime.numba.gemm import every_product_on_blis
+from seqdsl.runtime.numba.gemm import every_product_on_blis, every_step_product_packed
 from seqdsl.runtime.numba.shards import Parallelism, Shard
 from seqdsl.tools.gradcheck import random_problem, relative_error
 from seqdsl.spec import instantiate, library_cells, loads
@@ -25,11 +26,15 @@ SHARDED = Parallelism(3, min_rows=1, min_flops=0, min_shards=2)
 # Unsharded on two threads: every product split over them, on BLIS (gemm.py).
 THREADED = Parallelism(2, min_rows=10**9, small_step_flops=0)
 
-# Every size here is below the products BLIS takes by default (gemm.py): the
-# first two paths run OpenBLAS's products, the others BLIS's, every one of them.
-PATHS = [("", SERIAL, False), ("sharded ", SHARDED, False)] + (
-    [("on BLIS ", SERIAL, True), ("sharded on BLIS ", SHARDED, True),
-     ("split on BLIS ", THREADED, True)] if gemm.available() else [])
+# Every size here is below the products BLIS takes, and the step products
+# packed, by default (gemm.py): the first two paths run OpenBLAS's products,
+# the "packed" ones every step product over packed weights (packed.py, on any
+# CPU), the others BLIS's, every one of them.
+PATHS = [("", SERIAL, None), ("sharded ", SHARDED, None),
+         ("packed ", SERIAL, "packed"), ("sharded packed ", SHARDED, "packed"),
+         ("packed on 2 threads ", THREADED, "packed")] + (
+    [("on BLIS ", SERIAL, "blis"), ("sharded on BLIS ", SHARDED, "blis"),
+     ("split on BLIS ", THREADED, "blis")] if gemm.available() else [])
 
 TOL = {np.float64: 1e-10, np.float32: 1e-4}
 # CI compiles 25 generated cells (each costs a compile); SEQDSL_JIT_EXAMPLES=300 for a long run.
@@ -54,9 +59,10 @@ def compare(ct, dtype, hidden=4, input=3, shapes=((5, 3), (1, 1), (1, 4), (6, 1)
             pb.params = {k: v.astype(np.float32).astype(np.float64) for k, v in pb.params.items()}
         r1 = ref.forward(pb.params, pb.x, pb.lengths, pb.state0)
         g1 = ref.backward(pb.params, r1, pb.w_out, pb.w_final)
-        for path, parallel, blis in PATHS:
+        for path, parallel, products in PATHS:
             jit.parallel = parallel
-            with every_product_on_blis(blis):
+            with every_product_on_blis(products == "blis"), \
+                    every_step_product_packed(products == "packed"):
                 r2 = jit.forward(pb.params, pb.x, pb.lengths, pb.state0)
                 g2 = jit.backward(pb.params, r2, pb.w_out, pb.w_final)
             assert any(isinstance(s, Shard) for s in r2.trace.tape) == (parallel is SHARDED

@@ -40,8 +40,11 @@ ACTIVATIONS_IMPORT = f"from seqdsl.runtime.numba.activations import {', '.join(A
 LIBRARY = ("copy_block", "copy_block_t", "dot", "dot_into", "empty", "shortest",
            "transpose_into", "zeros")
 LIBRARY_IMPORT = f"from seqdsl.runtime.numba.library import {', '.join(LIBRARY)}"
+# The step products over packed weights of packed.py every generated module imports.
+PACKED = ("packed_for_steps", "packed_product")
+PACKED_IMPORT = f"from seqdsl.runtime.numba.packed import {', '.join(PACKED)}"
 GENERATOR_NAMES = frozenset({
-    "np", "DT", "njit", *ACTIVATIONS, *LIBRARY,
+    "np", "DT", "njit", *ACTIVATIONS, *LIBRARY, *PACKED,
     "dot_rows",  # the products of a head's rows (emit_rows.py)
     "forward", "backward", "lengths", "out", "dout",
     "dS", "run", "_T", "_B", "_t", "_b", "_j", "_k", "_i", "_i0", "_c",

@@ -10,8 +10,8 @@ from typing import Callable, Iterable
 
 from ...ir.graph import VECTOR, Lit, Var
 from ...ir.ops.base import plus
-from .codegen import (ACTIVATIONS_IMPORT, LIBRARY_IMPORT, Names, StepCode, _Writer, docstring,
-                      float_literal)
+from .codegen import (ACTIVATIONS_IMPORT, LIBRARY_IMPORT, PACKED_IMPORT, Names, StepCode,
+                      _Writer, docstring, float_literal)
 from .kernel_plan import KernelPlan, Ref, StepPlan, Target
 from .plan import Group, Member
 
@@ -85,6 +85,7 @@ class Emission:
                 "import numpy as np", "from numba import njit", "",
                 ACTIVATIONS_IMPORT,
                 LIBRARY_IMPORT,
+                *([PACKED_IMPORT] if plan.step_groups else []),
                 "",
                 f"DT = np.{plan.dtype}"]
         head += [f"{name} = DT({float_literal(value)})" for value, name in self.consts.items()]

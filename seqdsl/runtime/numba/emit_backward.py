@@ -76,9 +76,12 @@ def _product(em: Emission, g: Group) -> list[str]:
     """The lines of a group's step product."""
     py, op = em.py, g.operand
     dp, dpt = py.role("dP_", op), py.role("dPT_", op)
-    return [comment(f"d {op} from every block applied to it: one product; for a"),
-            "# batch of some size, made transposed (faster in OpenBLAS) and laid out back",
-            f"if _B >= {em.plan.transposed_from_batch}:",
+    return [comment(f"d {op} from every block applied to it: one product, over the"),
+            "# weights packed before the loop where that is faster; else, for a batch of",
+            "# some size, made transposed (faster in OpenBLAS) and laid out back",
+            f"if {py.role('PK_', op)}.shape[0]:",
+            f"    packed_product({py.role('PK_', op)}, {_dy(em, op)}[_t], {dp})",
+            f"elif _B >= {em.plan.transposed_from_batch}:",
             f"    dot_into({py.role('S_', op)}, {_dy(em, op)}[_t].T, {dpt})",
             *("    " + line for line in transpose(dpt, dp)),
             "else:",
@@ -130,7 +133,8 @@ def _copy_lines(em: Emission, names: list[str], staged: dict[str, list[str]]) ->
 
 def _stacked_weights(em: Emission) -> None:
     """A step product needs only the stacking its batch size's orientation
-    reads; the other is left empty."""
+    reads; the other is left empty. Either is packed where the products over
+    it run packed (packed.py)."""
     plan, w, py = em.plan, em.w, em.py
     stacked_weights(em, [g for g in plan.groups.values() if g.hoisted], transposed=True)
     if not plan.step_groups:
@@ -139,10 +143,14 @@ def _stacked_weights(em: Emission) -> None:
         stacked_weights(em, plan.step_groups, transposed=False)
         for g in plan.step_groups:
             w(f"{py.role('ST_', g.operand)} = empty((0, 0), DT)")
+            w(f"{py.role('PK_', g.operand)} = "
+              f"packed_for_steps({py.role('S_', g.operand)}, _B, _T, False)")
     with w.block("else:"):
         stacked_weights(em, plan.step_groups, transposed=True)
         for g in plan.step_groups:
             w(f"{py.role('S_', g.operand)} = empty((0, 0), DT)")
+            w(f"{py.role('PK_', g.operand)} = "
+              f"packed_for_steps({py.role('ST_', g.operand)}, _B, _T, True)")
 
 
 def _allocate(em: Emission) -> None:

@@ -54,13 +54,18 @@ def _product(em: Emission, g: Group) -> list[str]:
     prev = {f"{s}<t-1>": s for s in em.plan.states}
     arr = py.role("state_", prev[op]) if op in prev else py.role("buf_", op)
     st, pt, rows = py.role("ST_", op), py.role("PT_", op), py.role("rows_", op)
+    pk, p = py.role("PK_", op), py.role("P_", op)
     return [comment(f"{op} times " + " | ".join(m.block() for m in g.members)
-                + ": one product for all its blocks, made transposed (the"),
+                + ": one product for all its blocks, over"),
+            f"# {st} packed before the loop where that is faster, else made transposed (the",
             f"# orientation OpenBLAS runs fastest), {rows} rows of {st} at a time, then laid",
             "# out batch-major",
-            f"for _c in range(0, {py.size(g.width)}, {rows}):",
-            f"    dot_into({st}[_c:_c + {rows}], {arr}.T, {pt}[_c:_c + {rows}])",
-            *transpose(pt, py.role("P_", op))]
+            f"if {pk}.shape[0]:",
+            f"    packed_product({pk}, {arr}, {p})",
+            "else:",
+            f"    for _c in range(0, {py.size(g.width)}, {rows}):",
+            f"        dot_into({st}[_c:_c + {rows}], {arr}.T, {pt}[_c:_c + {rows}])",
+            *("    " + line for line in transpose(pt, p))]
 
 
 def _block_rows(em: Emission) -> None:
@@ -79,6 +84,10 @@ def _block_rows(em: Emission) -> None:
         st = py.role("ST_", g.operand)
         w(f"{py.role('rows_', g.operand)} = "
           f"-(-{st}.shape[0] // -(-{st}.nbytes // {em.plan.chunk_bytes}))")
+    w("# packed for the step products where that is faster (packed.py; else empty)")
+    for g in em.plan.step_groups:
+        st = py.role("ST_", g.operand)
+        w(f"{py.role('PK_', g.operand)} = packed_for_steps({st}, _B, _T, False)")
 
 
 def _bytes(n: int) -> str:

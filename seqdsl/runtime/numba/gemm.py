@@ -71,12 +71,32 @@ MIN_WORK = 1 << 18
 SPLIT_WORK = 1 << 21
 SPLIT_ROWS = 32  # each part a whole number of tiles of BLIS's float32 kernel (32×12)
 
+# A cell's step products run over its weights packed once a sequence
+# (packed.py) where the CPU has AVX-512. Measured on a Zen 4 (float32, µs,
+# on 2 threads, each with the step's transposes, against OpenBLAS's own
+# AVX-512 kernels on its 2 threads), (m, k, n) = (4096, 1024, 32), the
+# (32, 1024, 1024) LSTM's step: 1774 against 2789; (2048, 512, 32) 395
+# against 602; (2048, 512, 64) 1003 against 1184; (4096, 1024, 128) 6972
+# against 8542. Level at (1024, 256, 32), 2^23 multiply-adds, and at
+# (4096, 1024, 256); far slower for a few columns, which are padded to a
+# whole vector ((4096, 1024, 1): 813 against 133). Packing costs about two
+# step products ((4096, 1024): 5.3 ms), so a run of few steps keeps OpenBLAS.
+PACKED_MIN_WORK = 1 << 24
+PACKED_MIN_COLUMNS = 8
+PACKED_MAX_COLUMNS = 128
+PACKED_MIN_STEPS = 16
+
 # Read by compiled code at every product: [on BLIS now, MIN_COLUMNS,
 # MIN_WORK, BLIS preferred, parts to split a product into, SPLIT_WORK,
-# SPLIT_ROWS] (tests lower the limits to send small products to BLIS and
-# split them; a head's products go to it wherever it is preferred,
+# SPLIT_ROWS, threads of a packed step product (0: none packed),
+# PACKED_MIN_WORK, PACKED_MIN_COLUMNS, PACKED_MAX_COLUMNS, PACKED_MIN_STEPS]
+# (tests lower the limits to send small products to BLIS, split them, or
+# pack them; a head's products go to BLIS wherever it is preferred,
 # library.dot_rows).
-_SETTINGS = (ctypes.c_int64 * 7)(0, MIN_COLUMNS, MIN_WORK, 0, 1, SPLIT_WORK, SPLIT_ROWS)
+_SETTINGS = (ctypes.c_int64 * 12)(0, MIN_COLUMNS, MIN_WORK, 0, 1, SPLIT_WORK, SPLIT_ROWS,
+                                  0, PACKED_MIN_WORK, PACKED_MIN_COLUMNS, PACKED_MAX_COLUMNS,
+                                  PACKED_MIN_STEPS)
+SETTINGS_COUNT = len(_SETTINGS)
 SYMBOLS = {"settings": "seqdsl_gemm_settings",
             "sgemm": "seqdsl_blis_sgemm_ex", "dgemm": "seqdsl_blis_dgemm_ex",
             "context": "seqdsl_blis_context"}
@@ -298,3 +318,86 @@ def every_product_on_blis(on: bool = True):
             yield
     finally:
         set_limits(*was)
+
+
+_PACKING: list = [None]  # packing_forced's choice inside its block
+
+
+def _packing_setting() -> str:
+    """SEQDSL_PACKED as set ("" where it is not)."""
+    return os.environ.get("SEQDSL_PACKED", "").strip()
+
+
+def packing_is_on(setting: str, avx512: bool) -> bool:
+    """Whether a cell's large step products run over packed weights: as
+    SEQDSL_PACKED (`setting`) says ("0": never, "1": on any CPU), by default
+    where the CPU has AVX-512 (`avx512`), the width packed.py's kernel is
+    written for. Any other setting warns and is ignored."""
+    if setting not in ("", "0", "1"):
+        warnings.warn(f"SEQDSL_PACKED={setting!r}: expected 0 (step products never over "
+                      "packed weights) or 1 (on any CPU); ignored: they are packed where the "
+                      "CPU has AVX-512", RuntimeWarning, stacklevel=2)
+    if setting == "0":
+        return False
+    return setting == "1" or avx512
+
+
+@lru_cache(maxsize=1)
+def _packing_here() -> bool:
+    return packing_is_on(_packing_setting(), bool(llvm.get_host_cpu_features().get("avx512f")))
+
+
+def packing() -> bool:
+    """Whether a cell's large step products run over packed weights here
+    (packing_is_on)."""
+    return _PACKING[0] if _PACKING[0] is not None else _packing_here()
+
+
+def packed_parts(threads: int) -> int:
+    """A run's step products, where packed, on `threads` of Numba's threads
+    (0: none packed; none either where `packing` says no); returns the
+    number it replaced."""
+    was = int(_SETTINGS[7])
+    _SETTINGS[7] = max(int(threads), 0) if packing() else 0
+    return was
+
+
+def set_packed_limits(min_work: int = PACKED_MIN_WORK, min_columns: int = PACKED_MIN_COLUMNS,
+                      max_columns: int = PACKED_MAX_COLUMNS,
+                      min_steps: int = PACKED_MIN_STEPS) -> tuple[int, int, int, int]:
+    """The smallest step product run over packed weights (multiply-adds,
+    columns of the result, steps of the run) and the most columns; returns
+    the limits they replaced."""
+    was = tuple(_SETTINGS[i] for i in (8, 9, 10, 11))
+    for i, v in zip((8, 9, 10, 11), (min_work, min_columns, max_columns, min_steps)):
+        _SETTINGS[i] = max(int(v), 1)
+    return was
+
+
+@contextlib.contextmanager
+def packing_forced(on: bool):
+    """Inside the block, runs begun in it pack their step products where
+    they qualify (`on`), or never, whatever `packing` says here: for tests
+    and benchmarks."""
+    was = _PACKING[0]
+    _PACKING[0] = bool(on)
+    try:
+        yield
+    finally:
+        _PACKING[0] = was
+
+
+@contextlib.contextmanager
+def every_step_product_packed(on: bool = True):
+    """Inside the block, every step product of a run begun in it runs over
+    packed weights, however small, on any CPU (with `on`; else nothing
+    changes): for tests, whose problems are all below the limits."""
+    if not on:
+        yield
+        return
+    limits = set_packed_limits(1, 1, 1 << 30, 1)
+    try:
+        with packing_forced(True):
+            yield
+    finally:
+        set_packed_limits(*limits)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...ir.graph import Graph
+from ...ir.graph import Graph, Size
 from .emit import Emission
 from .emit_backward import emit_backward
 from .emit_forward import emit_forward
@@ -37,6 +37,8 @@ class Generated:
     tapes: list[str]  # the forward values passed from forward to backward
     identifiers: frozenset[str] = frozenset()  # every name its Names handed out
     sizes: tuple[str, ...] = ()  # the size symbols both functions take first, in order
+    # each step product's stacked weight, (rows, columns), which packed.py may pack
+    step_weights: tuple[tuple[Size, Size], ...] = ()
 
 
 def plan(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[str],
@@ -58,4 +60,5 @@ def generate(cell: str, fwd: Graph, bwd: Graph, inputs: list[str], states: list[
     em = Emission(plan(cell, fwd, bwd, inputs, states, output, dtype))
     emit_forward(em)
     emit_backward(em)
-    return Generated(em.module(), em.plan.taped, frozenset(em.py.used), tuple(em.plan.sizes))
+    return Generated(em.module(), em.plan.taped, frozenset(em.py.used), tuple(em.plan.sizes),
+                     tuple((g.width, g.size) for g in em.plan.step_groups))

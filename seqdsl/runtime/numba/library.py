@@ -19,7 +19,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 from numba.np.ufunc import parallel
 
-from .gemm import SYMBOLS
+from .gemm import SETTINGS_COUNT, SYMBOLS
 
 # Numba's threading layer, launched before any code here is compiled or
 # loaded: the split product below is a parallel loop, and the machine code of
@@ -235,7 +235,7 @@ def setting(typingctx, index):
 
     def codegen(context, builder, signature, args):
         i64 = ir.IntType(64)
-        table = _external_global(builder, SYMBOLS["settings"], ir.ArrayType(i64, 7))
+        table = _external_global(builder, SYMBOLS["settings"], ir.ArrayType(i64, SETTINGS_COUNT))
         at = builder.gep(table, [ir.Constant(ir.IntType(32), 0),
                                  ir.Constant(ir.IntType(32), index.literal_value)])
         return builder.load(at)

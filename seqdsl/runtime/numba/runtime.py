@@ -15,6 +15,7 @@ from ...ir.lower import CellType
 from ..instance import CellInstance, Grads, Result, Trace
 from .compile import Loaded, cache_key, load_module
 from .kernels import generate
+from . import gemm
 from .blas import blas_threads
 from .shards import Parallelism, Shard, run_each, shard_rows, sum_into_first, thread_count
 
@@ -73,6 +74,8 @@ class CompiledCell(CellInstance):
         gen = generate(ct.name, self.symbolic_forward, self.symbolic_backward, inputs, states,
                        ct.output, self.dtype.name)
         self.source, self._n_tapes = gen.source, len(gen.tapes)
+        self._step_weights = [(rows.subst(sizes).value(), cols.subst(sizes).value())
+                              for rows, cols in gen.step_weights]
         self._size_args = tuple(sizes[k] for k in gen.sizes)
         # The source holds the cell's name, dtype and every equation, and never
         # its file or sizes: the same cell in two files, or at two sizes,
@@ -82,6 +85,15 @@ class CompiledCell(CellInstance):
 
     def _plan(self, T: int, B: int, in_one_loop: bool = False):
         return self.parallel.plan(T, B, self._flops_per_row, self._weight_bytes, in_one_loop)
+
+    def _threads(self, n: int, T: int, B: int):
+        """blas_threads for a run of T steps of B rows on `n` threads: with
+        its step products packed where they will be (packed.py)."""
+        # Imported here, once the cell's module has loaded the compiled library
+        # (compile.py): imported earlier, NUMBA_CACHE_DIR would take its cache.
+        from .packed import packs
+        return blas_threads(n, packed=gemm.packing() and any(
+            packs(m, k, B, T) for m, k in self._step_weights))
 
     def _signatures(self) -> dict[str, str]:
         """Numba signatures of the generated functions (C-contiguous arrays)."""
@@ -107,7 +119,7 @@ class CompiledCell(CellInstance):
             return Result(out, final, Trace(xs, lengths, s0, [], self.origin))
         _reuse_freed_memory()
         plan = self._plan(T, B)
-        with blas_threads(plan.blas_threads):
+        with self._threads(plan.blas_threads, T, B):
             if plan.shards > 1:
                 return self._forward_shards(p, xs, T, B, lengths, s0,
                                             shard_rows(B, plan.shards))
@@ -177,7 +189,7 @@ class CompiledCell(CellInstance):
             with blas_threads(1):
                 return self._backward_shards(p, tr, dout, d_final)
         plan = self._plan(T, B)
-        with blas_threads(plan.blas_threads):
+        with self._threads(plan.blas_threads, T, B):
             res = self._run_backward(p, dout, [d_final[n] for n in self._states_order],
                                      tr.lengths, [tr.x[n] for n in self._inputs_order], tr.tape)
         ni, ns = len(self._inputs_order), len(self._states_order)

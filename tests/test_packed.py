@@ -1,0 +1,102 @@
+"""Step products over packed weights (packed.py): the product against
+NumPy's at every kind of edge (rows not a whole panel, columns not a whole
+vector, one row, one column, k = 1), on one thread and split over two; the
+packing's layout; which runs pack (gemm.py's limits and SEQDSL_PACKED). The
+kernels that call them are compared with the reference in test_jit.py, on
+paths that pack every step product."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from seqdsl.runtime.numba import gemm
+from seqdsl.runtime.numba.packed import (PANEL_ROWS, pack_rows, packed_for_steps,
+                                         packed_product, packs)
+
+TOL = {np.float64: 1e-13, np.float32: 1e-5}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("m, k, n", [(1, 1, 1), (12, 5, 16), (13, 7, 17), (37, 64, 33),
+                                     (24, 3, 8), (50, 40, 2), (11, 1, 40)])
+def test_packed_product_is_the_product(m, k, n, threads, dtype):
+    rng = np.random.default_rng(m * 1000 + k * 10 + n)
+    w = rng.standard_normal((m, k)).astype(dtype)
+    x = rng.standard_normal((n, k)).astype(dtype)
+    out = np.full((n, m), np.nan, dtype)
+    with gemm.packing_forced(True):
+        was = gemm.packed_parts(threads)
+        try:
+            packed_product(pack_rows(w), x, out)
+        finally:
+            gemm.packed_parts(was)
+    want = x.astype(np.float64) @ w.T.astype(np.float64)
+    assert np.abs(out - want).max() <= TOL[dtype] * max(1.0, np.abs(want).max())
+
+
+def test_panels_hold_rows_side_by_side():
+    w = np.arange(26 * 3, dtype=np.float64).reshape(26, 3)
+    panels = pack_rows(w)
+    assert panels.shape == (3, 3, PANEL_ROWS)
+    for p in range(3):
+        for r in range(PANEL_ROWS):
+            row = p * PANEL_ROWS + r
+            want = w[row] if row < 26 else np.zeros(3)
+            assert (panels[p, :, r] == want).all()
+
+
+def test_runs_pack_within_the_limits_only():
+    w = np.ones((4096, 1024), np.float32)
+    with gemm.packing_forced(True):
+        was = gemm.packed_parts(2)
+        try:
+            assert packed_for_steps(w, 32, 100, False).shape == (342, 1024, PANEL_ROWS)
+            # its transpose: 1024 rows of 4096
+            assert packed_for_steps(w, 32, 100, True).shape == (86, 4096, PANEL_ROWS)
+            assert packs(4096, 1024, 32, 100)
+            for columns, steps in ((4, 100), (1024, 100), (32, 4)):  # too few or many
+                assert not packs(4096, 1024, columns, steps)
+                assert packed_for_steps(w, columns, steps, False).shape[0] == 0
+            assert not packs(256, 64, 32, 100)  # too little work
+        finally:
+            gemm.packed_parts(was)
+    with gemm.packing_forced(False):
+        was = gemm.packed_parts(2)  # a run where packing is off packs nothing
+        try:
+            assert packed_for_steps(w, 32, 100, False).shape[0] == 0
+        finally:
+            gemm.packed_parts(was)
+
+
+def test_forcing_packs_every_step_product_then_restores_the_limits():
+    limits = gemm.set_packed_limits()
+    gemm.set_packed_limits(*limits)
+    with gemm.every_step_product_packed():
+        assert packs(1, 1, 1, 1)
+    assert gemm.set_packed_limits() == limits == (gemm.PACKED_MIN_WORK, gemm.PACKED_MIN_COLUMNS,
+                                                  gemm.PACKED_MAX_COLUMNS, gemm.PACKED_MIN_STEPS)
+
+
+def test_the_rule_follows_seqdsl_packed():
+    assert gemm.packing_is_on("", True) and not gemm.packing_is_on("", False)
+    assert gemm.packing_is_on("1", False) and not gemm.packing_is_on("0", True)
+    with pytest.warns(RuntimeWarning, match="SEQDSL_PACKED='2'"):
+        assert gemm.packing_is_on("2", True)
+
+
+@pytest.mark.parametrize("value, want", [("0", "False"), ("1", "True")])
+def test_a_new_process_reads_seqdsl_packed(value, want):
+    code = "from seqdsl.runtime.numba import gemm; print(gemm.packing())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "SEQDSL_PACKED": value}, check=True)
+    assert out.stdout.split() == [want]
+
+
+def test_a_cell_knows_the_weights_its_step_products_apply():
+    import seqdsl
+    from seqdsl.spec import library_cells
+    cell = seqdsl.instantiate(library_cells()["LSTM"], 5, 3, backend="numba")
+    assert cell._step_weights == [(20, 5)]  # the four gates' blocks for a<t-1>, stacked
