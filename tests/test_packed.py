@@ -11,9 +11,17 @@ import sys
 import numpy as np
 import pytest
 
+from numba import njit
+
 from seqdsl.runtime.numba import gemm
 from seqdsl.runtime.numba.packed import (PANEL_ROWS, pack_rows, packed_for_steps,
-                                         packed_product, packs)
+                                         packed_product, packed_work, packs)
+
+
+@njit
+def product(panels, x, out):
+    """A step product as a kernel makes it: the scratch made, then used."""
+    packed_product(panels, x, out, packed_work(panels, x.shape[0]))
 
 TOL = {np.float64: 1e-13, np.float32: 1e-5}
 
@@ -30,11 +38,20 @@ def test_packed_product_is_the_product(m, k, n, threads, dtype):
     with gemm.packing_forced(True):
         was = gemm.packed_parts(threads)
         try:
-            packed_product(pack_rows(w), x, out)
+            product(pack_rows(w), x, out)
         finally:
             gemm.packed_parts(was)
     want = x.astype(np.float64) @ w.T.astype(np.float64)
     assert np.abs(out - want).max() <= TOL[dtype] * max(1.0, np.abs(want).max())
+
+
+def test_the_product_takes_only_c_contiguous_arrays_of_one_dtype():
+    from numba.core.errors import TypingError
+    panels = pack_rows(np.ones((4, 3)))
+    with pytest.raises(TypingError, match="C-contiguous arrays of one float dtype"):
+        product(panels, np.ones((3, 2)).T, np.ones((2, 4)))  # x transposed: not C
+    with pytest.raises(TypingError, match="C-contiguous arrays of one float dtype"):
+        product(panels, np.ones((2, 3), np.float32), np.ones((2, 4)))
 
 
 def test_panels_hold_rows_side_by_side():

@@ -41,7 +41,7 @@ LIBRARY = ("copy_block", "copy_block_t", "dot", "dot_into", "empty", "shortest",
            "transpose_into", "zeros")
 LIBRARY_IMPORT = f"from seqdsl.runtime.numba.library import {', '.join(LIBRARY)}"
 # The step products over packed weights of packed.py every generated module imports.
-PACKED = ("packed_for_steps", "packed_product")
+PACKED = ("packed_for_steps", "packed_product", "packed_work")
 PACKED_IMPORT = f"from seqdsl.runtime.numba.packed import {', '.join(PACKED)}"
 GENERATOR_NAMES = frozenset({
     "np", "DT", "njit", *ACTIVATIONS, *LIBRARY, *PACKED,

@@ -80,7 +80,8 @@ def _product(em: Emission, g: Group) -> list[str]:
             "# weights packed before the loop where that is faster; else, for a batch of",
             "# some size, made transposed (faster in OpenBLAS) and laid out back",
             f"if {py.role('PK_', op)}.shape[0]:",
-            f"    packed_product({py.role('PK_', op)}, {_dy(em, op)}[_t], {dp})",
+            f"    packed_product({py.role('PK_', op)}, {_dy(em, op)}[_t], {dp}, "
+            f"{py.role('PW_', op)})",
             f"elif _B >= {em.plan.transposed_from_batch}:",
             f"    dot_into({py.role('S_', op)}, {_dy(em, op)}[_t].T, {dpt})",
             *("    " + line for line in transpose(dpt, dp)),
@@ -151,6 +152,8 @@ def _stacked_weights(em: Emission) -> None:
             w(f"{py.role('S_', g.operand)} = empty((0, 0), DT)")
             w(f"{py.role('PK_', g.operand)} = "
               f"packed_for_steps({py.role('ST_', g.operand)}, _B, _T, True)")
+    for g in plan.step_groups:
+        w(f"{py.role('PW_', g.operand)} = packed_work({py.role('PK_', g.operand)}, _B)")
 
 
 def _allocate(em: Emission) -> None:

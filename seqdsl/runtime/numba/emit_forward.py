@@ -54,14 +54,14 @@ def _product(em: Emission, g: Group) -> list[str]:
     prev = {f"{s}<t-1>": s for s in em.plan.states}
     arr = py.role("state_", prev[op]) if op in prev else py.role("buf_", op)
     st, pt, rows = py.role("ST_", op), py.role("PT_", op), py.role("rows_", op)
-    pk, p = py.role("PK_", op), py.role("P_", op)
+    pk, pw, p = py.role("PK_", op), py.role("PW_", op), py.role("P_", op)
     return [comment(f"{op} times " + " | ".join(m.block() for m in g.members)
                 + ": one product for all its blocks, over"),
             f"# {st} packed before the loop where that is faster, else made transposed (the",
             f"# orientation OpenBLAS runs fastest), {rows} rows of {st} at a time, then laid",
             "# out batch-major",
             f"if {pk}.shape[0]:",
-            f"    packed_product({pk}, {arr}, {p})",
+            f"    packed_product({pk}, {arr}, {p}, {pw})",
             "else:",
             f"    for _c in range(0, {py.size(g.width)}, {rows}):",
             f"        dot_into({st}[_c:_c + {rows}], {arr}.T, {pt}[_c:_c + {rows}])",
@@ -88,6 +88,7 @@ def _block_rows(em: Emission) -> None:
     for g in em.plan.step_groups:
         st = py.role("ST_", g.operand)
         w(f"{py.role('PK_', g.operand)} = packed_for_steps({st}, _B, _T, False)")
+        w(f"{py.role('PW_', g.operand)} = packed_work({py.role('PK_', g.operand)}, _B)")
 
 
 def _bytes(n: int) -> str:

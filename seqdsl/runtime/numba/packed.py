@@ -22,10 +22,12 @@ threads (`packing`, `packed_parts`, the PACKED_ limits), and a kernel asks
 """
 from __future__ import annotations
 
+import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import carray, cfunc, njit, prange, types
 from numba.core import cgutils
+from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
 from .library import setting, transpose_into
@@ -168,23 +170,88 @@ def packed_for_steps(w, columns, steps, transposed):
 
 
 @njit(**_JIT)
-def packed_product(panels, x, out):
-    """out (n × m) = x (n × k) times Wᵀ, where panels = pack_rows(W) (W is
-    m × k): a step's product, batch-major. x is laid out k-major in a
-    buffer whose columns are padded to whole vectors, and the product made
-    there transposed, on the run's packed threads (gemm.packed_parts)."""
-    n, k = x.shape
-    m = out.shape[1]
-    lanes = lanes_of(x)
-    width = -(-n // lanes) * lanes
-    b = np.zeros((k, width), x.dtype)
-    for i in range(n):
-        for j in range(k):
-            b[j, i] = x[i, j]
-    product = np.empty((panels.shape[0] * PANEL_ROWS, width), x.dtype)
-    parts = min(setting(7), panels.shape[0])
+def packed_work(panels, columns):
+    """The scratch of a run's packed products of `columns` columns (made
+    once a run): x laid out k-major, and the product made transposed, both
+    with their columns padded to whole vectors."""
+    count, k = panels.shape[0], panels.shape[1]
+    width = _padded(columns, lanes_of(panels))
+    return np.empty(k * width + count * PANEL_ROWS * width, panels.dtype)
+
+
+@njit(**_JIT)
+def _padded(columns, lanes):
+    return -(-columns // lanes) * lanes
+
+
+@njit(**_JIT)
+def _step_at(panels_at, count, k, x_at, n, out_at, m, work_at):
+    """out (n × m) = x (n × k) times Wᵀ over W's panels (count, k, R), all
+    C-contiguous at the given addresses; on the run's packed threads."""
+    panels = carray(panels_at, (count, k, PANEL_ROWS))
+    x, out = carray(x_at, (n, k)), carray(out_at, (n, m))
+    width = _padded(n, lanes_of(x))
+    work = carray(work_at, (k * width + count * PANEL_ROWS * width,))
+    b = work[:k * width].reshape((k, width))
+    transpose_into(x, b[:, :n])
+    b[:, n:] = 0
+    product = work[k * width:].reshape((count * PANEL_ROWS, width))
+    parts = min(setting(7), count)
     if parts > 1:
         _panels_times_split(panels, b, product, parts)
     else:
-        _panels_times(panels, b, product, 0, panels.shape[0])
+        _panels_times(panels, b, product, 0, count)
     transpose_into(product[:m, :n], out)
+
+
+# The step product as C functions, which kernels call by name (packed_product):
+# a kernel calling a Numba function links the callee's code into its own and
+# compiles it again (the LSTM's backward took 0.8 s longer to compile so).
+_I64 = types.int64
+_F32, _F64 = types.CPointer(types.float32), types.CPointer(types.float64)
+
+
+@cfunc(types.void(_F32, _I64, _I64, _F32, _I64, _F32, _I64, _F32), cache=True,
+       error_model="numpy")
+def _step_float32(panels_at, count, k, x_at, n, out_at, m, work_at):
+    _step_at(panels_at, count, k, x_at, n, out_at, m, work_at)
+
+
+@cfunc(types.void(_F64, _I64, _I64, _F64, _I64, _F64, _I64, _F64), cache=True,
+       error_model="numpy")
+def _step_float64(panels_at, count, k, x_at, n, out_at, m, work_at):
+    _step_at(panels_at, count, k, x_at, n, out_at, m, work_at)
+
+
+_STEPS = {"float32": _step_float32, "float64": _step_float64}
+for _dtype, _fn in _STEPS.items():
+    llvm.add_symbol(f"seqdsl_packed_step_{_dtype}", _fn.address)
+
+
+@intrinsic
+def packed_product(typingctx, panels, x, out, work):
+    """out (n × m) = x (n × k) times Wᵀ, where panels = pack_rows(W) (W is
+    m × k) and work = packed_work(panels, n): a step's product,
+    batch-major, made by the C function of its dtype (above). Every array
+    C-contiguous, of one dtype."""
+    arrays = (panels, x, out, work)
+    if not all(isinstance(a, types.Array) and a.layout == "C" for a in arrays) \
+            or len({a.dtype for a in arrays}) != 1 or str(panels.dtype) not in _STEPS:
+        raise TypingError("packed_product takes C-contiguous arrays of one float dtype")
+
+    def codegen(context, builder, signature, args):
+        made = [context.make_array(t)(context, builder, v)
+                for t, v in zip(signature.args, args)]
+        pointer = made[0].data.type
+        i64 = ir.IntType(64)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [pointer, i64, i64, pointer, i64,
+                                                            pointer, i64, pointer]),
+            f"seqdsl_packed_step_{panels.dtype}")
+        count, k, _ = cgutils.unpack_tuple(builder, made[0].shape, 3)
+        n = cgutils.unpack_tuple(builder, made[1].shape, 2)[0]
+        m = cgutils.unpack_tuple(builder, made[2].shape, 2)[1]
+        builder.call(fn, [made[0].data, count, k, made[1].data, n, made[2].data, m,
+                          made[3].data])
+        return context.get_dummy_value()
+    return types.void(panels, x, out, work), codegen

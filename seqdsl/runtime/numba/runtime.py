@@ -89,6 +89,8 @@ class CompiledCell(CellInstance):
     def _threads(self, n: int, T: int, B: int):
         """blas_threads for a run of T steps of B rows on `n` threads: with
         its step products packed where they will be (packed.py)."""
+        if not self._step_weights:
+            return blas_threads(n)
         # Imported here, once the cell's module has loaded the compiled library
         # (compile.py): imported earlier, NUMBA_CACHE_DIR would take its cache.
         from .packed import packs
