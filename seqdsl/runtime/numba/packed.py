@@ -17,8 +17,10 @@ against OpenBLAS's 2.0–2.4 on its 2.
 The kernel is written in LLVM IR with vectors of 64 bytes (16 float32, 8
 float64): AVX-512's width, which LLVM splits into two halves on a CPU with
 AVX2 only. gemm.py decides where packed products run and on how many
-threads (`packing`, `packed_parts`, the PACKED_ limits), and a kernel asks
-`packed_for_steps` once a run.
+threads (`packing`, `packed_parts`, the PACKED_ limits). A kernel asks
+`packed_for_steps` for the panels and `packed_work` for the scratch once a
+run, then calls `packed_product` each step: a call by name of a C function
+compiled here, so that the kernel does not compile the product again.
 """
 from __future__ import annotations
 
