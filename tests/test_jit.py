@@ -15,7 +15,8 @@ from hypothesis import Phase, example, given, settings
 
 from cellgen import cells, sizes_for
 from seqdsl.runtime.numba import gemm
-from seqdsl.runtime.numba.gemm import every_product_on_blis, every_step_product_packed
+from seqdsl.runtime.numba.gemm import every_product_on_blis
+from seqdsl.runtime.numba.packing import every_step_product_packed
 from seqdsl.runtime.numba.shards import Parallelism, Shard
 from seqdsl.tools.gradcheck import random_problem, relative_error
 from seqdsl.spec import instantiate, library_cells, loads

@@ -13,7 +13,7 @@ import pytest
 
 from numba import njit
 
-from seqdsl.runtime.numba import gemm
+from seqdsl.runtime.numba import gemm, packing
 from seqdsl.runtime.numba.packed import (PANEL_ROWS, pack_rows, packed_for_steps,
                                          packed_product, packed_work, packs)
 
@@ -35,12 +35,12 @@ def test_packed_product_is_the_product(m, k, n, threads, dtype):
     w = rng.standard_normal((m, k)).astype(dtype)
     x = rng.standard_normal((n, k)).astype(dtype)
     out = np.full((n, m), np.nan, dtype)
-    with gemm.packing_forced(True):
-        was = gemm.packed_parts(threads)
+    with packing.packing_forced(True):
+        was = packing.packed_parts(threads)
         try:
             product(pack_rows(w), x, out)
         finally:
-            gemm.packed_parts(was)
+            packing.packed_parts(was)
     want = x.astype(np.float64) @ w.T.astype(np.float64)
     assert np.abs(out - want).max() <= TOL[dtype] * max(1.0, np.abs(want).max())
 
@@ -67,8 +67,8 @@ def test_panels_hold_rows_side_by_side():
 
 def test_runs_pack_within_the_limits_only():
     w = np.ones((4096, 1024), np.float32)
-    with gemm.packing_forced(True):
-        was = gemm.packed_parts(2)
+    with packing.packing_forced(True):
+        was = packing.packed_parts(2)
         try:
             assert packed_for_steps(w, 32, 100, False).shape == (342, 1024, PANEL_ROWS)
             # its transpose: 1024 rows of 4096
@@ -79,34 +79,35 @@ def test_runs_pack_within_the_limits_only():
                 assert packed_for_steps(w, columns, steps, False).shape[0] == 0
             assert not packs(256, 64, 32, 100)  # too little work
         finally:
-            gemm.packed_parts(was)
-    with gemm.packing_forced(False):
-        was = gemm.packed_parts(2)  # a run where packing is off packs nothing
+            packing.packed_parts(was)
+    with packing.packing_forced(False):
+        was = packing.packed_parts(2)  # a run where packing is off packs nothing
         try:
             assert packed_for_steps(w, 32, 100, False).shape[0] == 0
         finally:
-            gemm.packed_parts(was)
+            packing.packed_parts(was)
 
 
 def test_forcing_packs_every_step_product_then_restores_the_limits():
-    limits = gemm.set_packed_limits()
-    gemm.set_packed_limits(*limits)
-    with gemm.every_step_product_packed():
+    limits = packing.set_packed_limits()
+    packing.set_packed_limits(*limits)
+    with packing.every_step_product_packed():
         assert packs(1, 1, 1, 1)
-    assert gemm.set_packed_limits() == limits == (gemm.PACKED_MIN_WORK, gemm.PACKED_MIN_COLUMNS,
-                                                  gemm.PACKED_MAX_COLUMNS, gemm.PACKED_MIN_STEPS)
+    assert packing.set_packed_limits() == limits == (
+        gemm.PACKED_MIN_WORK, gemm.PACKED_MIN_COLUMNS,
+        gemm.PACKED_MAX_COLUMNS, gemm.PACKED_MIN_STEPS)
 
 
 def test_the_rule_follows_seqdsl_packed():
-    assert gemm.packing_is_on("", True) and not gemm.packing_is_on("", False)
-    assert gemm.packing_is_on("1", False) and not gemm.packing_is_on("0", True)
+    assert packing.packing_is_on("", True) and not packing.packing_is_on("", False)
+    assert packing.packing_is_on("1", False) and not packing.packing_is_on("0", True)
     with pytest.warns(RuntimeWarning, match="SEQDSL_PACKED='2'"):
-        assert gemm.packing_is_on("2", True)
+        assert packing.packing_is_on("2", True)
 
 
 @pytest.mark.parametrize("value, want", [("0", "False"), ("1", "True")])
 def test_a_new_process_reads_seqdsl_packed(value, want):
-    code = "from seqdsl.runtime.numba import gemm; print(gemm.packing())"
+    code = "from seqdsl.runtime.numba import packing; print(packing.packing())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ, "SEQDSL_PACKED": value}, check=True)
     assert out.stdout.split() == [want]

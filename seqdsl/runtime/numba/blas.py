@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 
-from . import gemm
+from . import gemm, packing
 from .gemm import kernel_blas, numpy_blas
 from .shards import parallel_loops_hand_off_fast
 
@@ -45,7 +45,7 @@ def blas_threads(n: int, packed: bool = False):
     where BLIS is the faster and Numba's threads take up a loop fast
     (OpenBLAS then kept to one thread, so that its threads, which spin
     after a call, do not take the cores Numba's need), else on OpenBLAS's
-    `n` threads. A cell's large step products, where gemm.packing says so,
+    `n` threads. A cell's large step products, where packing.packing says so,
     run over weights packed once a run, on `n` of Numba's threads; in a run
     whose step products are so `packed`, its other large products are split
     over Numba's threads on BLIS too, so that OpenBLAS's threads, spinning
@@ -57,12 +57,12 @@ def blas_threads(n: int, packed: bool = False):
         and parallel_loops_hand_off_fast()
     was = gemm.use_blis(blis and (n == 1 or split))
     parts = gemm.split_products(n if split else 1)
-    packed = gemm.packed_parts(n)
+    packed = packing.packed_parts(n)
     try:
         with _threads(kernel_blas(), 1 if split else n):
             yield
     finally:
-        gemm.packed_parts(packed)
+        packing.packed_parts(packed)
         gemm.split_products(parts)
         gemm.use_blis(was)
 

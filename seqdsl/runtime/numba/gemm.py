@@ -296,8 +296,13 @@ def set_limits(min_columns: int = MIN_COLUMNS, min_work: int = MIN_WORK,
     and the least work and the multiple of rows of each part of a split
     one; returns the limits they replaced. Tests lower them to 1 to run
     every product of a small problem on BLIS, split where the run's are."""
-    was = tuple(_SETTINGS[i] for i in (1, 2, 5, 6))
-    for i, v in zip((1, 2, 5, 6), (min_columns, min_work, split_work, split_rows)):
+    return _replace_limits((1, 2, 5, 6), (min_columns, min_work, split_work, split_rows))
+
+
+def _replace_limits(indices: tuple[int, ...], values: tuple[int, ...]) -> tuple[int, ...]:
+    """_SETTINGS at `indices` set to `values` (at least 1); the ones replaced."""
+    was = tuple(_SETTINGS[i] for i in indices)
+    for i, v in zip(indices, values):
         _SETTINGS[i] = max(int(v), 1)
     return was
 
@@ -319,85 +324,3 @@ def every_product_on_blis(on: bool = True):
     finally:
         set_limits(*was)
 
-
-_PACKING: list = [None]  # packing_forced's choice inside its block
-
-
-def _packing_setting() -> str:
-    """SEQDSL_PACKED as set ("" where it is not)."""
-    return os.environ.get("SEQDSL_PACKED", "").strip()
-
-
-def packing_is_on(setting: str, avx512: bool) -> bool:
-    """Whether a cell's large step products run over packed weights: as
-    SEQDSL_PACKED (`setting`) says ("0": never, "1": on any CPU), by default
-    where the CPU has AVX-512 (`avx512`), the width packed.py's kernel is
-    written for. Any other setting warns and is ignored."""
-    if setting not in ("", "0", "1"):
-        warnings.warn(f"SEQDSL_PACKED={setting!r}: expected 0 (step products never over "
-                      "packed weights) or 1 (on any CPU); ignored: they are packed where the "
-                      "CPU has AVX-512", RuntimeWarning, stacklevel=2)
-    if setting == "0":
-        return False
-    return setting == "1" or avx512
-
-
-@lru_cache(maxsize=1)
-def _packing_here() -> bool:
-    return packing_is_on(_packing_setting(), bool(llvm.get_host_cpu_features().get("avx512f")))
-
-
-def packing() -> bool:
-    """Whether a cell's large step products run over packed weights here
-    (packing_is_on)."""
-    return _PACKING[0] if _PACKING[0] is not None else _packing_here()
-
-
-def packed_parts(threads: int) -> int:
-    """A run's step products, where packed, on `threads` of Numba's threads
-    (0: none packed; none either where `packing` says no); returns the
-    number it replaced."""
-    was = int(_SETTINGS[7])
-    _SETTINGS[7] = max(int(threads), 0) if packing() else 0
-    return was
-
-
-def set_packed_limits(min_work: int = PACKED_MIN_WORK, min_columns: int = PACKED_MIN_COLUMNS,
-                      max_columns: int = PACKED_MAX_COLUMNS,
-                      min_steps: int = PACKED_MIN_STEPS) -> tuple[int, int, int, int]:
-    """The smallest step product run over packed weights (multiply-adds,
-    columns of the result, steps of the run) and the most columns; returns
-    the limits they replaced."""
-    was = tuple(_SETTINGS[i] for i in (8, 9, 10, 11))
-    for i, v in zip((8, 9, 10, 11), (min_work, min_columns, max_columns, min_steps)):
-        _SETTINGS[i] = max(int(v), 1)
-    return was
-
-
-@contextlib.contextmanager
-def packing_forced(on: bool):
-    """Inside the block, runs begun in it pack their step products where
-    they qualify (`on`), or never, whatever `packing` says here: for tests
-    and benchmarks."""
-    was = _PACKING[0]
-    _PACKING[0] = bool(on)
-    try:
-        yield
-    finally:
-        _PACKING[0] = was
-
-
-@contextlib.contextmanager
-def every_step_product_packed(on: bool = True):
-    """Inside the block, every step product of a run begun in it runs over
-    packed weights, however small, on any CPU (with `on`; else nothing
-    changes): for tests, whose problems are all below the limits."""
-    if not on:
-        yield
-        return
-    limits = set_packed_limits(1, 1, 1 << 30, 1)
-    try:
-        with packing_forced(True):
-            yield
-    finally:
-        set_packed_limits(*limits)

@@ -16,8 +16,8 @@ against OpenBLAS's 2.0–2.4 on its 2.
 
 The kernel is written in LLVM IR with vectors of 64 bytes (16 float32, 8
 float64): AVX-512's width, which LLVM splits into two halves on a CPU with
-AVX2 only. gemm.py decides where packed products run and on how many
-threads (`packing`, `packed_parts`, the PACKED_ limits). A kernel asks
+AVX2 only. packing.py decides where packed products run and on how many
+threads (`packing`, `packed_parts`, gemm.py's PACKED_ limits). A kernel asks
 `packed_for_steps` for the panels and `packed_work` for the scratch once a
 run, then calls `packed_product` each step: a call by name of a C function
 compiled here, so that the kernel does not compile the product again.
@@ -154,7 +154,7 @@ def _panels_times_split(panels, b, out, parts):
 @njit(**_JIT)
 def packs(m, k, columns, steps):
     """Whether a run of `steps` products of an m×k weight with `columns`
-    columns each is within gemm.py's limits for packing its weight."""
+    columns each is within the limits for packing its weight."""
     return m * k > 0 and m * k * columns >= setting(8) and setting(9) <= columns <= setting(10) \
         and steps >= setting(11)
 
@@ -163,7 +163,7 @@ def packs(m, k, columns, steps):
 def packed_for_steps(w, columns, steps, transposed):
     """The panels of w (`transposed`: of wᵀ) for a run of `steps` step
     products w·x with `columns` columns each, where this run's products are
-    packed (gemm.packed_parts) and these are within the limits; else no
+    packed (packing.packed_parts) and these are within the limits; else no
     panels (0 of them)."""
     m, k = (w.shape[1], w.shape[0]) if transposed else (w.shape[0], w.shape[1])
     if setting(7) < 1 or not packs(m, k, columns, steps):

@@ -15,7 +15,7 @@ from ...ir.lower import CellType
 from ..instance import CellInstance, Grads, Result, Trace
 from .compile import Loaded, cache_key, load_module
 from .kernels import generate
-from . import gemm
+from . import packing
 from .blas import blas_threads
 from .shards import Parallelism, Shard, run_each, shard_rows, sum_into_first, thread_count
 
@@ -94,7 +94,7 @@ class CompiledCell(CellInstance):
         # Imported here, once the cell's module has loaded the compiled library
         # (compile.py): imported earlier, NUMBA_CACHE_DIR would take its cache.
         from .packed import packs
-        return blas_threads(n, packed=gemm.packing() and any(
+        return blas_threads(n, packed=packing.packing() and any(
             packs(m, k, B, T) for m, k in self._step_weights))
 
     def _signatures(self) -> dict[str, str]:
