@@ -138,7 +138,6 @@ def gradcheck(cell: CellInstance, pb: Problem, eps: float | None = None) -> dict
     state (`a<0>`); infinite where either side is not finite. `eps` is the
     relative step (default: `step(cell.dtype)`)."""
     dtype = np.dtype(cell.dtype)
-    rel_step = step(dtype) if eps is None else eps
     typed = lambda arrays: {k: np.array(v, dtype) for k, v in arrays.items()}  # noqa: E731
     params, x, state0 = typed(pb.params), typed(pb.x), typed(pb.state0)
     # The loss weights as the cell's backward sees them (in its dtype), so
@@ -164,7 +163,7 @@ def gradcheck(cell: CellInstance, pb: Problem, eps: float | None = None) -> dict
                 # difference.
                 return _weighted(pb, [np.asarray(u, np.float64) - d for u, d in zip(ups, downs)])
 
-            out[i] = derivative(moved_by, float(arrays[name][i]), dtype, rel_step)
+            out[i] = derivative(moved_by, float(arrays[name][i]), dtype, eps)
         return out
 
     finite_loss = np.isfinite(loss(cell, pb))

@@ -57,12 +57,12 @@ def blas_threads(n: int, packed: bool = False):
         and parallel_loops_hand_off_fast()
     was = gemm.use_blis(blis and (n == 1 or split))
     parts = gemm.split_products(n if split else 1)
-    packed = packing.packed_parts(n)
+    packed_was = packing.packed_parts(n)
     try:
         with _threads(kernel_blas(), 1 if split else n):
             yield
     finally:
-        packing.packed_parts(packed)
+        packing.packed_parts(packed_was)
         gemm.split_products(parts)
         gemm.use_blis(was)
 

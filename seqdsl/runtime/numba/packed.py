@@ -177,13 +177,19 @@ def packed_work(panels, columns):
     once a run): x laid out k-major, and the product made transposed, both
     with their columns padded to whole vectors."""
     count, k = panels.shape[0], panels.shape[1]
-    width = _padded(columns, lanes_of(panels))
-    return np.empty(k * width + count * PANEL_ROWS * width, panels.dtype)
+    return np.empty(_work_size(count, k, _padded(columns, lanes_of(panels))), panels.dtype)
 
 
 @njit(**_JIT)
 def _padded(columns, lanes):
     return -(-columns // lanes) * lanes
+
+
+@njit(**_JIT)
+def _work_size(count, k, width):
+    """The scratch's length: x k-major (k × width), then the product made
+    transposed (count·R × width)."""
+    return k * width + count * PANEL_ROWS * width
 
 
 @njit(**_JIT)
@@ -193,7 +199,7 @@ def _step_at(panels_at, count, k, x_at, n, out_at, m, work_at):
     panels = carray(panels_at, (count, k, PANEL_ROWS))
     x, out = carray(x_at, (n, k)), carray(out_at, (n, m))
     width = _padded(n, lanes_of(x))
-    work = carray(work_at, (k * width + count * PANEL_ROWS * width,))
+    work = carray(work_at, (_work_size(count, k, width),))
     b = work[:k * width].reshape((k, width))
     transpose_into(x, b[:, :n])
     b[:, n:] = 0
@@ -208,7 +214,7 @@ def _step_at(panels_at, count, k, x_at, n, out_at, m, work_at):
 
 # The step product as C functions, which kernels call by name (packed_product):
 # a kernel calling a Numba function links the callee's code into its own and
-# compiles it again (the LSTM's backward took 0.8 s longer to compile so).
+# compiles it again (the LSTM's backward took 0.6 s more of LLVM's time so).
 _I64 = types.int64
 _F32, _F64 = types.CPointer(types.float32), types.CPointer(types.float64)
 

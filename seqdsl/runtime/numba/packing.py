@@ -16,11 +16,14 @@ import llvmlite.binding as llvm
 from .gemm import (PACKED_MAX_COLUMNS, PACKED_MIN_COLUMNS, PACKED_MIN_STEPS, PACKED_MIN_WORK,
                    _SETTINGS, _replace_limits)
 
+
 _PACKING: list = [None]  # packing_forced's choice inside its block
+
 
 def _packing_setting() -> str:
     """SEQDSL_PACKED as set ("" where it is not)."""
     return os.environ.get("SEQDSL_PACKED", "").strip()
+
 
 def packing_is_on(setting: str, avx512: bool) -> bool:
     """Whether a cell's large step products run over packed weights: as
@@ -35,14 +38,17 @@ def packing_is_on(setting: str, avx512: bool) -> bool:
         return False
     return setting == "1" or avx512
 
+
 @lru_cache(maxsize=1)
 def _packing_here() -> bool:
     return packing_is_on(_packing_setting(), bool(llvm.get_host_cpu_features().get("avx512f")))
+
 
 def packing() -> bool:
     """Whether a cell's large step products run over packed weights here
     (packing_is_on)."""
     return _PACKING[0] if _PACKING[0] is not None else _packing_here()
+
 
 def packed_parts(threads: int) -> int:
     """A run's step products, where packed, on `threads` of Numba's threads
@@ -52,6 +58,7 @@ def packed_parts(threads: int) -> int:
     _SETTINGS[7] = max(int(threads), 0) if packing() else 0
     return was
 
+
 def set_packed_limits(min_work: int = PACKED_MIN_WORK, min_columns: int = PACKED_MIN_COLUMNS,
                       max_columns: int = PACKED_MAX_COLUMNS,
                       min_steps: int = PACKED_MIN_STEPS) -> tuple[int, int, int, int]:
@@ -59,6 +66,7 @@ def set_packed_limits(min_work: int = PACKED_MIN_WORK, min_columns: int = PACKED
     columns of the result, steps of the run) and the most columns; returns
     the limits they replaced."""
     return _replace_limits((8, 9, 10, 11), (min_work, min_columns, max_columns, min_steps))
+
 
 @contextlib.contextmanager
 def packing_forced(on: bool):
@@ -71,6 +79,7 @@ def packing_forced(on: bool):
         yield
     finally:
         _PACKING[0] = was
+
 
 @contextlib.contextmanager
 def every_step_product_packed(on: bool = True):
