@@ -156,6 +156,43 @@ def test_products_on_blis_from_two_threads_at_once_are_each_threads_own():
         assert np.array_equal(out, want)
 
 
+_GROWING_POOL = """
+import threading
+import numpy as np
+from numba import njit
+from seqdsl.runtime.numba import gemm, library
+
+@njit(nogil=True)
+def products(a, b, out, times):
+    for _ in range(times):
+        library.dot_into(a, b, out)
+
+rng = np.random.default_rng(0)
+small = [rng.standard_normal((64, 64)).astype(np.float32) for _ in range(3)]
+large = [rng.standard_normal((2048, 2048)).astype(np.float32) for _ in range(3)]
+gemm.use_blis(True)
+gemm.set_limits(1, 1, 1 << 40, 32)
+products(small[0], small[1], small[2], 1)  # compiled before the race
+busy = threading.Thread(target=products, args=(*small, 20000))
+busy.start()
+products(*large, 1)
+busy.join()
+assert np.allclose(large[2], large[0] @ large[1], rtol=1e-3, atol=1e-2)
+print("ok")
+"""
+
+
+@NEEDS_BLIS
+def test_a_large_product_beside_another_threads_small_ones_keeps_the_process():
+    """A product whose packing blocks outgrow the ones BLIS's pools were
+    sized for, while another thread's product holds one: BLIS 0.7 made the
+    pool again to grow it and aborted the process (not all blocks checked
+    back in). The pools are sized for seqdsl's context before any product."""
+    done = subprocess.run([sys.executable, "-c", _GROWING_POOL], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.split() == ["ok"], done.stderr[-2000:]
+
+
 @NEEDS_BLIS
 def test_seqdsl_blis_0_keeps_every_product_on_openblas():
     """... and loads the products' code this process compiled and cached,

@@ -128,11 +128,31 @@ def _blis():
     lib.bli_init()
     context = ctypes.create_string_buffer(_CONTEXT_BYTES)
     lib.bli_cntx_init_skx(context)
+    _size_pools_for(lib, context)
     if not all(_checks_out(lib, context, dtype) for dtype in (np.float32, np.float64)):
         warnings.warn("seqdsl: BLIS's products on this CPU differ from NumPy's; "
                       "the kernels keep OpenBLAS", RuntimeWarning, stacklevel=2)
         return None
     return lib, context
+
+
+def _size_pools_for(lib, context) -> None:
+    """BLIS's pools of packing blocks made again, their blocks sized for
+    `context`'s products. bli_init sizes them for the context BLIS chose
+    (on a Zen 4, "generic", with smaller blocks than Skylake-X's); a product
+    on `context` then asks for a larger block, and BLIS 0.7 makes the pool
+    again to grow it, which aborts the process ("bli_pool_finalize(): ...
+    not all blocks were checked back in") when another thread's product
+    holds one of its blocks: a split product's parts did, at (B, X, H) =
+    (16, 512, 512). Sized once here, before any product, no pool grows."""
+    for prefix in ("bli_membrk", "bli_pba"):  # BLIS 0.7's name, then later ones'
+        query = getattr(lib, f"{prefix}_query", None)
+        if query is not None:
+            query.restype = ctypes.c_void_p
+            pools = ctypes.c_void_p(query())
+            getattr(lib, f"{prefix}_finalize_pools")(pools)
+            getattr(lib, f"{prefix}_init_pools")(context, pools)
+            return
 
 
 def _checks_out(lib, context, dtype) -> bool:
