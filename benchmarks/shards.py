@@ -28,15 +28,22 @@ SHAPES = [(1, 32, 64), (32, 64, 128), (32, 256, 256), (64, 512, 512), (256, 512,
 T = 100
 
 
+def _forced(shards: int):
+    """A plan that splits every batch into `shards` shards, whatever its
+    rows, work or weights."""
+    from seqdsl.runtime.numba.shards import Parallelism
+    return Parallelism(shards, min_rows=1, min_flops=0, max_weight_bytes=float("inf"))
+
+
 def ways(threads: int, B: int) -> dict:
     from seqdsl.runtime.numba.shards import Parallelism
     out = {"default": Parallelism(threads), "serial": Parallelism(threads, min_rows=B + 1)}
     k = 2
     while k <= min(threads, B):
-        out[f"{k} shards"] = Parallelism(k, min_rows=1, min_flops=0)
+        out[f"{k} shards"] = _forced(k)
         k *= 2
     if min(threads, B) & (min(threads, B) - 1):  # not a power of two: try it too
-        out[f"{min(threads, B)} shards"] = Parallelism(min(threads, B), min_rows=1, min_flops=0)
+        out[f"{min(threads, B)} shards"] = _forced(min(threads, B))
     return out
 
 
