@@ -14,7 +14,7 @@ import pytest
 from numba import njit
 
 from seqdsl.runtime.numba import gemm, packing
-from seqdsl.runtime.numba.packed import (PANEL_ROWS, pack_rows, packed_for_steps,
+from seqdsl.runtime.numba.packed import (PANEL_ROWS, _parts, pack_rows, packed_for_steps,
                                          packed_product, packed_work, packs)
 
 
@@ -35,7 +35,7 @@ def test_packed_product_is_the_product(m, k, n, threads, dtype):
     w = rng.standard_normal((m, k)).astype(dtype)
     x = rng.standard_normal((n, k)).astype(dtype)
     out = np.full((n, m), np.nan, dtype)
-    with packing.packing_forced(True):
+    with packing.every_step_product_packed():  # split over the threads, however small
         was = packing.packed_parts(threads)
         try:
             product(pack_rows(w), x, out)
@@ -73,11 +73,13 @@ def test_runs_pack_within_the_limits_only():
             assert packed_for_steps(w, 32, 100, False).shape == (342, 1024, PANEL_ROWS)
             # its transpose: 1024 rows of 4096
             assert packed_for_steps(w, 32, 100, True).shape == (86, 4096, PANEL_ROWS)
-            assert packs(4096, 1024, 32, 100)
+            assert packs(4096, 1024, 32, 100, 2)
             for columns, steps in ((4, 100), (1024, 100), (32, 4)):  # too few or many
-                assert not packs(4096, 1024, columns, steps)
+                assert not packs(4096, 1024, columns, steps, 2)
                 assert packed_for_steps(w, columns, steps, False).shape[0] == 0
-            assert not packs(256, 64, 32, 100)  # too little work
+            assert not packs(128, 32, 32, 100, 1)  # too little work
+            assert not packs(512, 128, 16, 100, 2)  # too little to split over threads
+            assert packs(512, 128, 16, 100, 1)  # but enough for one
         finally:
             packing.packed_parts(was)
     with packing.packing_forced(False):
@@ -88,14 +90,27 @@ def test_runs_pack_within_the_limits_only():
             packing.packed_parts(was)
 
 
+@pytest.mark.parametrize("count, k, columns, threads, parts", [
+    (342, 1024, 32, 2, 2),  # the (32, 1024, 1024) LSTM's step: 2^27 multiply-adds
+    (342, 1024, 32, 256, 128),  # each part at least PACKED_SPLIT_WORK
+    (86, 256, 16, 2, 2),  # (1024, 256, 16): 2^22
+    (43, 128, 16, 2, 1),  # (512, 128, 16): 2^20, too little to split
+    (1, 4096, 128, 4, 1),  # one panel: one part
+])
+def test_a_packed_product_is_split_only_into_parts_of_enough_work(count, k, columns, threads,
+                                                                 parts):
+    assert gemm.PACKED_SPLIT_WORK == 1 << 20
+    assert _parts(count, k, columns, threads) == parts
+
+
 def test_forcing_packs_every_step_product_then_restores_the_limits():
     limits = packing.set_packed_limits()
     packing.set_packed_limits(*limits)
     with packing.every_step_product_packed():
-        assert packs(1, 1, 1, 1)
+        assert packs(1, 1, 1, 1, 1) and packs(1, 1, 2, 1, 2)
     assert packing.set_packed_limits() == limits == (
         gemm.PACKED_MIN_WORK, gemm.PACKED_MIN_COLUMNS,
-        gemm.PACKED_MAX_COLUMNS, gemm.PACKED_MIN_STEPS)
+        gemm.PACKED_MAX_COLUMNS, gemm.PACKED_MIN_STEPS, gemm.PACKED_SPLIT_WORK)
 
 
 def test_the_rule_follows_seqdsl_packed():

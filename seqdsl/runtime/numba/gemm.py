@@ -77,25 +77,39 @@ SPLIT_ROWS = 32  # each part a whole number of tiles of BLIS's float32 kernel (3
 # AVX-512 kernels on its 2 threads), (m, k, n) = (4096, 1024, 32), the
 # (32, 1024, 1024) LSTM's step: 1774 against 2789; (2048, 512, 32) 395
 # against 602; (2048, 512, 64) 1003 against 1184; (4096, 1024, 128) 6972
-# against 8542. Level at (1024, 256, 32), 2^23 multiply-adds, and at
-# (4096, 1024, 256); far slower for a few columns, which are padded to a
-# whole vector ((4096, 1024, 1): 813 against 133). Packing costs about two
-# step products ((4096, 1024): 5.3 ms), so a run of few steps keeps OpenBLAS.
-PACKED_MIN_WORK = 1 << 24
+# against 8542. Level at (4096, 1024, 256); far slower for a few columns,
+# which are padded to a whole vector ((4096, 1024, 1): 813 against 133).
+# Packing costs about two step products ((4096, 1024): 5.3 ms), so a run of
+# few steps keeps OpenBLAS. On one thread (a shard's, or a small run's) it
+# wins from 2^18 multiply-adds, in 100-step loops against OpenBLAS on one
+# thread: (256, 64, 16) 6.1 against 8.0 µs, (512, 128, 16) 24 against 34,
+# (1024, 256, 16) 80 against 110; level at (256, 64, 8), 2^17. In whole
+# runs (LSTM forward+backward, T = 100, 2 shards of 16 rows): (B, X, H) =
+# (32, 64, 128) 15.1 against 16.1 ms, (32, 256, 256) 63 against 71.
+# On several threads a packed product split into parts of less than 2^20
+# lost to OpenBLAS's own threads, and one left whole on one thread lost too
+# ((1024, 256, 8) alone 79–83 µs, on OpenBLAS's 2 threads 62), so on
+# several threads only a product of two such parts or more is packed. In
+# whole runs on 2 threads (LSTM forward+backward, ms; parts of at least
+# 2^22, 2^21, 2^20): (16, 256, 256) 41.8, 35.7, 35.7; (16, 192, 192) 25.2,
+# 25.5, 23.1; (8, 128, 128), at 2^20 whole, 6.4 in all three.
+PACKED_MIN_WORK = 1 << 18
 PACKED_MIN_COLUMNS = 8
 PACKED_MAX_COLUMNS = 128
 PACKED_MIN_STEPS = 16
+PACKED_SPLIT_WORK = 1 << 20  # the least multiply-adds of a thread's part
 
 # Read by compiled code at every product: [on BLIS now, MIN_COLUMNS,
 # MIN_WORK, BLIS preferred, parts to split a product into, SPLIT_WORK,
 # SPLIT_ROWS, threads of a packed step product (0: none packed),
-# PACKED_MIN_WORK, PACKED_MIN_COLUMNS, PACKED_MAX_COLUMNS, PACKED_MIN_STEPS]
+# PACKED_MIN_WORK, PACKED_MIN_COLUMNS, PACKED_MAX_COLUMNS, PACKED_MIN_STEPS,
+# PACKED_SPLIT_WORK]
 # (tests lower the limits to send small products to BLIS, split them, or
 # pack them; a head's products go to BLIS wherever it is preferred,
 # library.dot_rows).
-_SETTINGS = (ctypes.c_int64 * 12)(0, MIN_COLUMNS, MIN_WORK, 0, 1, SPLIT_WORK, SPLIT_ROWS,
+_SETTINGS = (ctypes.c_int64 * 13)(0, MIN_COLUMNS, MIN_WORK, 0, 1, SPLIT_WORK, SPLIT_ROWS,
                                   0, PACKED_MIN_WORK, PACKED_MIN_COLUMNS, PACKED_MAX_COLUMNS,
-                                  PACKED_MIN_STEPS)
+                                  PACKED_MIN_STEPS, PACKED_SPLIT_WORK)
 SETTINGS_COUNT = len(_SETTINGS)
 SYMBOLS = {"settings": "seqdsl_gemm_settings",
             "sgemm": "seqdsl_blis_sgemm_ex", "dgemm": "seqdsl_blis_dgemm_ex",

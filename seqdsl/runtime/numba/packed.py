@@ -152,11 +152,23 @@ def _panels_times_split(panels, b, out, parts):
 
 
 @njit(**_JIT)
-def packs(m, k, columns, steps):
+def packs(m, k, columns, steps, threads):
     """Whether a run of `steps` products of an m×k weight with `columns`
-    columns each is within the limits for packing its weight."""
-    return m * k > 0 and m * k * columns >= setting(8) and setting(9) <= columns <= setting(10) \
+    columns each, on `threads` threads, is within the limits for packing
+    its weight: on several threads, only a product large enough to split
+    over them (a packed product on one thread of several is slower than
+    OpenBLAS's on all)."""
+    work = m * k * columns
+    least = setting(8) if threads <= 1 else max(setting(8), 2 * setting(12))
+    return m * k > 0 and work >= least and setting(9) <= columns <= setting(10) \
         and steps >= setting(11)
+
+
+@njit(**_JIT)
+def _parts(count, k, columns, threads):
+    """How many threads a packed product of `count` panels by k by `columns`
+    is split over: each part at least PACKED_SPLIT_WORK multiply-adds."""
+    return max(min(threads, count, count * PANEL_ROWS * k * columns // setting(12)), 1)
 
 
 @njit(**_JIT)
@@ -166,7 +178,7 @@ def packed_for_steps(w, columns, steps, transposed):
     packed (packing.packed_parts) and these are within the limits; else no
     panels (0 of them)."""
     m, k = (w.shape[1], w.shape[0]) if transposed else (w.shape[0], w.shape[1])
-    if setting(7) < 1 or not packs(m, k, columns, steps):
+    if setting(7) < 1 or not packs(m, k, columns, steps, setting(7)):
         return np.zeros((0, k, PANEL_ROWS), w.dtype)
     return pack_rows(w.T if transposed else w)
 
@@ -204,7 +216,7 @@ def _step_at(panels_at, count, k, x_at, n, out_at, m, work_at):
     transpose_into(x, b[:, :n])
     b[:, n:] = 0
     product = work[k * width:].reshape((count * PANEL_ROWS, width))
-    parts = min(setting(7), count)
+    parts = _parts(count, k, n, setting(7))
     if parts > 1:
         _panels_times_split(panels, b, product, parts)
     else:

@@ -14,7 +14,7 @@ from functools import lru_cache
 import llvmlite.binding as llvm
 
 from .gemm import (PACKED_MAX_COLUMNS, PACKED_MIN_COLUMNS, PACKED_MIN_STEPS, PACKED_MIN_WORK,
-                   _SETTINGS, _replace_limits)
+                   PACKED_SPLIT_WORK, _SETTINGS, _replace_limits)
 
 
 _PACKING: list = [None]  # packing_forced's choice inside its block
@@ -61,11 +61,14 @@ def packed_parts(threads: int) -> int:
 
 def set_packed_limits(min_work: int = PACKED_MIN_WORK, min_columns: int = PACKED_MIN_COLUMNS,
                       max_columns: int = PACKED_MAX_COLUMNS,
-                      min_steps: int = PACKED_MIN_STEPS) -> tuple[int, int, int, int]:
+                      min_steps: int = PACKED_MIN_STEPS,
+                      split_work: int = PACKED_SPLIT_WORK) -> tuple[int, int, int, int, int]:
     """The smallest step product run over packed weights (multiply-adds,
-    columns of the result, steps of the run) and the most columns; returns
-    the limits they replaced."""
-    return _replace_limits((8, 9, 10, 11), (min_work, min_columns, max_columns, min_steps))
+    columns of the result, steps of the run), the most columns, and the
+    least multiply-adds of each thread's part of a split one; returns the
+    limits they replaced."""
+    return _replace_limits((8, 9, 10, 11, 12),
+                           (min_work, min_columns, max_columns, min_steps, split_work))
 
 
 @contextlib.contextmanager
@@ -89,7 +92,7 @@ def every_step_product_packed(on: bool = True):
     if not on:
         yield
         return
-    limits = set_packed_limits(1, 1, 1 << 30, 1)
+    limits = set_packed_limits(1, 1, 1 << 30, 1, 1)
     try:
         with packing_forced(True):
             yield

@@ -95,7 +95,7 @@ class CompiledCell(CellInstance):
         # (compile.py): imported earlier, NUMBA_CACHE_DIR would take its cache.
         from .packed import packs
         return blas_threads(n, packed=packing.packing() and any(
-            packs(m, k, B, T) for m, k in self._step_weights))
+            packs(m, k, B, T, n) for m, k in self._step_weights))
 
     def _signatures(self) -> dict[str, str]:
         """Numba signatures of the generated functions (C-contiguous arrays)."""
