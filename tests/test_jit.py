@@ -231,7 +231,7 @@ def test_a_large_weight_is_applied_in_blocks_of_rows(monkeypatch):
                                         (33, 517), (40, 12), (64, 2048), (37, 1027)])
 def test_transpose_into_copies_every_entry_in_each_loop_order(rows, cols):
     # row by row, blocks of 8 and blocks of 16 columns, with and without a tail
-    from seqdsl.runtime.numba.library import transpose_into
+    from seqdsl.runtime.numba.copies import transpose_into
     for dtype in (np.float32, np.float64):
         src = np.arange(rows * cols, dtype=dtype).reshape(cols, rows)
         dst = np.full((rows, cols), np.nan, dtype)

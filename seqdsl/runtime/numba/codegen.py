@@ -36,15 +36,17 @@ from ...ir.ops import OPS, Accumulate, Row, Scalar
 # The scalar functions of activations.py every generated module imports.
 ACTIVATIONS = ("exp", "sigmoid", "tanh")
 ACTIVATIONS_IMPORT = f"from seqdsl.runtime.numba.activations import {', '.join(ACTIVATIONS)}"
-# The products, copies and allocation of library.py every generated module imports.
-LIBRARY = ("copy_block", "copy_block_t", "dot", "dot_into", "empty", "shortest",
-           "transpose_into", "zeros")
+# The block copies and transposes of copies.py every generated module imports.
+COPIES = ("copy_block", "copy_block_t", "transpose_into")
+COPIES_IMPORT = f"from seqdsl.runtime.numba.copies import {', '.join(COPIES)}"
+# The products and allocation of library.py every generated module imports.
+LIBRARY = ("dot", "dot_into", "empty", "shortest", "zeros")
 LIBRARY_IMPORT = f"from seqdsl.runtime.numba.library import {', '.join(LIBRARY)}"
 # The step products over packed weights of packed.py every generated module imports.
 PACKED = ("packed_for_steps", "packed_product", "packed_work")
 PACKED_IMPORT = f"from seqdsl.runtime.numba.packed import {', '.join(PACKED)}"
 GENERATOR_NAMES = frozenset({
-    "np", "DT", "njit", *ACTIVATIONS, *LIBRARY, *PACKED,
+    "np", "DT", "njit", *ACTIVATIONS, *COPIES, *LIBRARY, *PACKED,
     "dot_rows",  # the products of a head's rows (emit_rows.py)
     "forward", "backward", "lengths", "out", "dout",
     "dS", "run", "_T", "_B", "_t", "_b", "_j", "_k", "_i", "_i0", "_c",

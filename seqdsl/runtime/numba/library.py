@@ -1,6 +1,6 @@
 """What every generated kernel calls, compiled once: array allocation, the
-shortest length, the matrix products, and the block copies that stack
-weights and unstack their gradients.
+shortest length and the matrix products (copies.py has the block copies
+that stack weights and unstack their gradients).
 
 Numba compiles the NumPy functions a kernel calls (`np.dot`'s checks,
 layout cases and BLAS call; `np.empty`, `np.zeros`, `ndarray.min`) anew in
@@ -273,74 +273,6 @@ def blis_gemm(typingctx, a, b, out, beta, strides):
                           blis_context, ir.Constant(i8p, None)])
         return context.get_dummy_value()
     return types.none(a, b, out, beta, strides), codegen
-
-
-@njit(**_JIT)
-def copy_block(dst, src, r, c, rows, cols, sr, sc, add):
-    """dst[r + i, c + k] = src[sr + i, sc + k] (or += with `add`) for
-    i < rows, k < cols."""
-    for i in range(rows):
-        if add:
-            for k in range(cols):
-                dst[r + i, c + k] += src[sr + i, sc + k]
-        else:
-            for k in range(cols):
-                dst[r + i, c + k] = src[sr + i, sc + k]
-
-
-@njit(**_JIT)
-def copy_block_t(dst, src, r, c, rows, cols, sr, sc, add):
-    """dst[r + i, c + k] = src[sr + k, sc + i] (or += with `add`) for
-    i < rows, k < cols: a block of src's transpose. In blocks of 16 rows of
-    `src`, so each cache line read is used whole."""
-    for k0 in range(0, cols, 16):
-        for i in range(rows):
-            for k in range(k0, min(k0 + 16, cols)):
-                if add:
-                    dst[r + i, c + k] += src[sr + k, sc + i]
-                else:
-                    dst[r + i, c + k] = src[sr + k, sc + i]
-
-
-@njit(**_JIT)
-def transpose_into(src, dst):
-    """dst[b, k] = src[k, b]: a step product made transposed, laid out
-    batch-major. The loop order follows the shape, as measured (float32,
-    one thread, AMD Zen 5): row by row of dst below 16 rows (or 32 for
-    narrow products); else blocks of 8 columns of dst, or for a wide dst
-    (1024 columns or more, whose rows lie a multiple of 4 KiB apart and
-    share cache sets) blocks of 16, so each line is written whole. At
-    (32 rows, 512): 8.7 µs row by row, 2.7 in blocks of 8; at (128, 2048):
-    241 µs, 82 in blocks of 16."""
-    rows, cols = dst.shape
-    if rows >= 16 and cols >= 1024:
-        _transpose_blocks(src, dst, 16)
-    elif rows >= 32:
-        _transpose_blocks(src, dst, 8)
-    else:
-        for b in range(rows):
-            for k in range(cols):
-                dst[b, k] = src[k, b]
-
-
-@njit(**_JIT)
-def _transpose_blocks(src, dst, width):
-    rows, cols = dst.shape
-    whole = cols - cols % width
-    # a literal trip count (8 or 16) lets LLVM unroll and vectorise the block
-    if width == 16:
-        for k0 in range(0, whole, 16):
-            for b in range(rows):
-                for k in range(16):
-                    dst[b, k0 + k] = src[k0 + k, b]
-    else:
-        for k0 in range(0, whole, 8):
-            for b in range(rows):
-                for k in range(8):
-                    dst[b, k0 + k] = src[k0 + k, b]
-    for b in range(rows):
-        for k in range(whole, cols):
-            dst[b, k] = src[k, b]
 
 
 @njit(**_JIT)

@@ -20,19 +20,21 @@ AVX2 only. packing.py decides where packed products run and on how many
 threads (`packing`, `packed_parts`, gemm.py's PACKED_ limits). A kernel asks
 `packed_for_steps` for the panels and `packed_work` for the scratch once a
 run, then calls `packed_product` each step: a call by name of a C function
-compiled here, so that the kernel does not compile the product again.
+compiled here (by_name.py), so that the kernel does not compile the
+product again; the panels are packed by name too.
 """
 from __future__ import annotations
 
-import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
-from numba import carray, cfunc, njit, prange, types
+from numba import carray, njit, prange, types
 from numba.core import cgutils
 from numba.core.errors import TypingError
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
-from .library import setting, transpose_into
+from . import by_name
+from .copies import transpose_here
+from .library import setting
 
 PANEL_ROWS = 12  # 12 rows × 2 vectors: 24 accumulators of AVX-512's 32 registers
 VECTOR_BYTES = 64
@@ -116,13 +118,18 @@ def pack_rows(w):
     """w (m×k) as panels (⌈m/R⌉, k, R), R = PANEL_ROWS: panel p holds rows
     p·R to p·R + R - 1 (zeros past m) side by side, k by k."""
     m, k = w.shape
-    count = -(-m // PANEL_ROWS)
-    panels = np.zeros((count, k, PANEL_ROWS), w.dtype)
-    for p in range(count):
+    panels = np.zeros((-(-m // PANEL_ROWS), k, PANEL_ROWS), w.dtype)
+    _fill_panels(w, panels)
+    return panels
+
+
+@njit(**_JIT)
+def _fill_panels(w, panels):
+    m, k = w.shape
+    for p in range(panels.shape[0]):
         for r in range(min(PANEL_ROWS, m - p * PANEL_ROWS)):
             for j in range(k):
                 panels[p, j, r] = w[p * PANEL_ROWS + r, j]
-    return panels
 
 
 @njit(**_JIT)
@@ -180,7 +187,9 @@ def packed_for_steps(w, columns, steps, transposed):
     m, k = (w.shape[1], w.shape[0]) if transposed else (w.shape[0], w.shape[1])
     if setting(7) < 1 or not packs(m, k, columns, steps, setting(7)):
         return np.zeros((0, k, PANEL_ROWS), w.dtype)
-    return pack_rows(w.T if transposed else w)
+    panels = np.zeros((-(-m // PANEL_ROWS), k, PANEL_ROWS), w.dtype)
+    _pack(w, panels, transposed)
+    return panels
 
 
 @njit(**_JIT)
@@ -204,74 +213,57 @@ def _work_size(count, k, width):
     return k * width + count * PANEL_ROWS * width
 
 
-@njit(**_JIT)
-def _step_at(panels_at, count, k, x_at, n, out_at, m, work_at):
+def _step_at(panels_at, count, k, rows, x_at, n, x_k, out_at, out_n, m, work_at, work_length):
     """out (n × m) = x (n × k) times Wᵀ over W's panels (count, k, R), all
     C-contiguous at the given addresses; on the run's packed threads."""
-    panels = carray(panels_at, (count, k, PANEL_ROWS))
-    x, out = carray(x_at, (n, k)), carray(out_at, (n, m))
+    panels = carray(panels_at, (count, k, rows))
+    x, out = carray(x_at, (n, x_k)), carray(out_at, (out_n, m))
     width = _padded(n, lanes_of(x))
-    work = carray(work_at, (_work_size(count, k, width),))
+    work = carray(work_at, (work_length,))
     b = work[:k * width].reshape((k, width))
-    transpose_into(x, b[:, :n])
+    transpose_here(x, b[:, :n])
     b[:, n:] = 0
-    product = work[k * width:].reshape((count * PANEL_ROWS, width))
+    product = work[k * width:_work_size(count, k, width)].reshape((count * PANEL_ROWS, width))
     parts = _parts(count, k, n, setting(7))
     if parts > 1:
         _panels_times_split(panels, b, product, parts)
     else:
         _panels_times(panels, b, product, 0, count)
-    transpose_into(product[:m, :n], out)
+    transpose_here(product[:m, :n], out)
 
 
-# The step product as C functions, which kernels call by name (packed_product):
-# a kernel calling a Numba function links the callee's code into its own and
-# compiles it again (the LSTM's backward took 0.6 s more of LLVM's time so).
-_I64 = types.int64
-_F32, _F64 = types.CPointer(types.float32), types.CPointer(types.float64)
+def _pack_at(w_at, rows, cols, panels_at, count, k, panel_rows, transposed):
+    w = carray(w_at, (rows, cols))
+    _fill_panels(w.T if transposed else w, carray(panels_at, (count, k, panel_rows)))
 
 
-@cfunc(types.void(_F32, _I64, _I64, _F32, _I64, _F32, _I64, _F32), cache=True,
-       error_model="numpy")
-def _step_float32(panels_at, count, k, x_at, n, out_at, m, work_at):
-    _step_at(panels_at, count, k, x_at, n, out_at, m, work_at)
-
-
-@cfunc(types.void(_F64, _I64, _I64, _F64, _I64, _F64, _I64, _F64), cache=True,
-       error_model="numpy")
-def _step_float64(panels_at, count, k, x_at, n, out_at, m, work_at):
-    _step_at(panels_at, count, k, x_at, n, out_at, m, work_at)
-
-
-_STEPS = {"float32": _step_float32, "float64": _step_float64}
-for _dtype, _fn in _STEPS.items():
-    llvm.add_symbol(f"seqdsl_packed_step_{_dtype}", _fn.address)
+by_name.register("packed_step", _step_at, (3, 2, 2, 1), 0)
+by_name.register("pack", _pack_at, (2, 3), 1)
 
 
 @intrinsic
 def packed_product(typingctx, panels, x, out, work):
     """out (n × m) = x (n × k) times Wᵀ, where panels = pack_rows(W) (W is
     m × k) and work = packed_work(panels, n): a step's product,
-    batch-major, made by the C function of its dtype (above). Every array
-    C-contiguous, of one dtype."""
-    arrays = (panels, x, out, work)
-    if not all(isinstance(a, types.Array) and a.layout == "C" for a in arrays) \
-            or len({a.dtype for a in arrays}) != 1 or str(panels.dtype) not in _STEPS:
+    batch-major, made by the C function of its dtype (by_name.py). Every
+    array C-contiguous, of one dtype."""
+    if not by_name.by_name(panels, x, out, work):
         raise TypingError("packed_product takes C-contiguous arrays of one float dtype")
+    return types.void(panels, x, out, work), by_name.call("packed_step")
 
-    def codegen(context, builder, signature, args):
-        made = [context.make_array(t)(context, builder, v)
-                for t, v in zip(signature.args, args)]
-        pointer = made[0].data.type
-        i64 = ir.IntType(64)
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [pointer, i64, i64, pointer, i64,
-                                                            pointer, i64, pointer]),
-            f"seqdsl_packed_step_{panels.dtype}")
-        count, k, _ = cgutils.unpack_tuple(builder, made[0].shape, 3)
-        n = cgutils.unpack_tuple(builder, made[1].shape, 2)[0]
-        m = cgutils.unpack_tuple(builder, made[2].shape, 2)[1]
-        builder.call(fn, [made[0].data, count, k, made[1].data, n, made[2].data, m,
-                          made[3].data])
-        return context.get_dummy_value()
-    return types.void(panels, x, out, work), codegen
+
+@intrinsic
+def _pack_by_name(typingctx, w, panels, transposed):
+    return types.void(w, panels, transposed), by_name.call("pack")
+
+
+def _pack(w, panels, transposed):
+    """panels = pack_rows(w, or wᵀ where `transposed`), made in place: by
+    name where w is C-contiguous (compiled code only)."""
+
+
+@overload(_pack, jit_options=_JIT)
+def _pack_either(w, panels, transposed):
+    if by_name.by_name(w, panels):
+        return lambda w, panels, transposed: _pack_by_name(w, panels, transposed)
+    return lambda w, panels, transposed: _fill_panels(w.T if transposed else w, panels)
