@@ -89,34 +89,31 @@ def _transpose_blocks(src, dst, width):
 # ---- the C functions (by_name.py): each array's address and shape, then integers ----
 
 def _copy_block_at(dst_at, dst_rows, dst_cols, src_at, src_rows, src_cols,
-                   r, c, rows, cols, sr, sc, add):
-    copy_block_here(carray(dst_at, (dst_rows, dst_cols)), carray(src_at, (src_rows, src_cols)),
-                    r, c, rows, cols, sr, sc, add != 0)
-
-
-def _copy_block_t_at(dst_at, dst_rows, dst_cols, src_at, src_rows, src_cols,
-                     r, c, rows, cols, sr, sc, add):
-    copy_block_t_here(carray(dst_at, (dst_rows, dst_cols)),
-                      carray(src_at, (src_rows, src_cols)), r, c, rows, cols, sr, sc, add != 0)
+                   r, c, rows, cols, sr, sc, add, transposed):
+    _copy_either_here(carray(dst_at, (dst_rows, dst_cols)), carray(src_at, (src_rows, src_cols)),
+                      r, c, rows, cols, sr, sc, add != 0, transposed != 0)
 
 
 def _transpose_at(src_at, src_rows, src_cols, dst_at, dst_rows, dst_cols):
     transpose_here(carray(src_at, (src_rows, src_cols)), carray(dst_at, (dst_rows, dst_cols)))
 
 
-by_name.register("copy_block", _copy_block_at, (2, 2), 7)
-by_name.register("copy_block_t", _copy_block_t_at, (2, 2), 7)
+@njit(**_JIT)
+def _copy_either_here(dst, src, r, c, rows, cols, sr, sc, add, transposed):
+    if transposed:
+        copy_block_t_here(dst, src, r, c, rows, cols, sr, sc, add)
+    else:
+        copy_block_here(dst, src, r, c, rows, cols, sr, sc, add)
+
+
+by_name.register("copy_block", _copy_block_at, (2, 2), 8)
 by_name.register("transpose", _transpose_at, (2, 2), 0)
 
 
 @intrinsic
-def _copy_block_by_name(typingctx, dst, src, r, c, rows, cols, sr, sc, add):
-    return types.void(dst, src, r, c, rows, cols, sr, sc, add), by_name.call("copy_block")
-
-
-@intrinsic
-def _copy_block_t_by_name(typingctx, dst, src, r, c, rows, cols, sr, sc, add):
-    return types.void(dst, src, r, c, rows, cols, sr, sc, add), by_name.call("copy_block_t")
+def _copy_by_name(typingctx, dst, src, r, c, rows, cols, sr, sc, add, transposed):
+    return (types.void(dst, src, r, c, rows, cols, sr, sc, add, transposed),
+            by_name.call("copy_block"))
 
 
 @intrinsic
@@ -124,41 +121,26 @@ def _transpose_by_name(typingctx, src, dst):
     return types.void(src, dst), by_name.call("transpose")
 
 
-def _copy_block(dst, src, r, c, rows, cols, sr, sc, add):
-    """copy_block_here, by name where it can be (compiled code only)."""
-
-
-def _copy_block_t(dst, src, r, c, rows, cols, sr, sc, add):
-    """copy_block_t_here, by name where it can be (compiled code only)."""
+def _copy(dst, src, r, c, rows, cols, sr, sc, add, transposed):
+    """copy_block_here (copy_block_t_here where `transposed`), by name where
+    it can be (compiled code only)."""
 
 
 def _transpose(src, dst):
     """transpose_here, by name where it can be (compiled code only)."""
 
 
-@overload(_copy_block, jit_options=_JIT)
-def _copy_block_either(dst, src, r, c, rows, cols, sr, sc, add):
-    if by_name.by_name(dst, src):
-        return lambda dst, src, r, c, rows, cols, sr, sc, add: _copy_block_by_name(
-            dst, src, r, c, rows, cols, sr, sc, add)
-    return lambda dst, src, r, c, rows, cols, sr, sc, add: copy_block_here(
-        dst, src, r, c, rows, cols, sr, sc, add)
-
-
-@overload(_copy_block_t, jit_options=_JIT)
-def _copy_block_t_either(dst, src, r, c, rows, cols, sr, sc, add):
-    if by_name.by_name(dst, src):
-        return lambda dst, src, r, c, rows, cols, sr, sc, add: _copy_block_t_by_name(
-            dst, src, r, c, rows, cols, sr, sc, add)
-    return lambda dst, src, r, c, rows, cols, sr, sc, add: copy_block_t_here(
-        dst, src, r, c, rows, cols, sr, sc, add)
+@overload(_copy, jit_options=_JIT)
+def _copy_either(dst, src, r, c, rows, cols, sr, sc, add, transposed):
+    call = _copy_by_name if by_name.by_name(dst, src) else _copy_either_here
+    return lambda dst, src, r, c, rows, cols, sr, sc, add, transposed: call(
+        dst, src, r, c, rows, cols, sr, sc, add, transposed)
 
 
 @overload(_transpose, jit_options=_JIT)
 def _transpose_either(src, dst):
-    if by_name.by_name(src, dst):
-        return lambda src, dst: _transpose_by_name(src, dst)
-    return lambda src, dst: transpose_here(src, dst)
+    call = _transpose_by_name if by_name.by_name(src, dst) else transpose_here
+    return lambda src, dst: call(src, dst)
 
 
 # What kernels call: each a call by name, or the loops in place for a view.
@@ -167,14 +149,14 @@ def _transpose_either(src, dst):
 def copy_block(dst, src, r, c, rows, cols, sr, sc, add):
     """dst[r + i, c + k] = src[sr + i, sc + k] (or += with `add`) for
     i < rows, k < cols."""
-    _copy_block(dst, src, r, c, rows, cols, sr, sc, add)
+    _copy(dst, src, r, c, rows, cols, sr, sc, add, False)
 
 
 @njit(**_JIT)
 def copy_block_t(dst, src, r, c, rows, cols, sr, sc, add):
     """dst[r + i, c + k] = src[sr + k, sc + i] (or += with `add`) for
     i < rows, k < cols: a block of src's transpose."""
-    _copy_block_t(dst, src, r, c, rows, cols, sr, sc, add)
+    _copy(dst, src, r, c, rows, cols, sr, sc, add, True)
 
 
 @njit(**_JIT)
