@@ -74,7 +74,7 @@ def test_runs_pack_within_the_limits_only():
             # its transpose: 1024 rows of 4096
             assert packed_for_steps(w, 32, 100, True).shape == (86, 4096, PANEL_ROWS)
             assert packs(4096, 1024, 32, 100, 2)
-            for columns, steps in ((4, 100), (1024, 100), (32, 4)):  # too few or many
+            for columns, steps in ((2, 100), (1024, 100), (32, 4)):  # too few or many
                 assert not packs(4096, 1024, columns, steps, 2)
                 assert packed_for_steps(w, columns, steps, False).shape[0] == 0
             assert not packs(128, 32, 32, 100, 1)  # too little work

@@ -77,8 +77,12 @@ SPLIT_ROWS = 32  # each part a whole number of tiles of BLIS's float32 kernel (3
 # AVX-512 kernels on its 2 threads), (m, k, n) = (4096, 1024, 32), the
 # (32, 1024, 1024) LSTM's step: 1774 against 2789; (2048, 512, 32) 395
 # against 602; (2048, 512, 64) 1003 against 1184; (4096, 1024, 128) 6972
-# against 8542. Level at (4096, 1024, 256); far slower for a few columns,
-# which are padded to a whole vector ((4096, 1024, 1): 813 against 133).
+# against 8542. Level at (4096, 1024, 256); far slower for a column or
+# two, which are padded to half a vector ((4096, 1024, 1): 813 against 133
+# padded to a whole one). With 4 to 8 columns, in a half-vector tile, on one
+# thread: (1024, 256, 8) 55 against 88 µs (79 padded to a whole vector),
+# (512, 128, 4) 11 against 19, (2048, 512, 4) 188 against 291; with 2,
+# (1024, 256, 2) 43 against 50; the (8, 256, 256) LSTM 19.8 against 22.1 ms.
 # Packing costs about two step products ((4096, 1024): 5.3 ms), so a run of
 # few steps keeps OpenBLAS. On one thread (a shard's, or a small run's) it
 # wins from 2^18 multiply-adds, in 100-step loops against OpenBLAS on one
@@ -94,7 +98,7 @@ SPLIT_ROWS = 32  # each part a whole number of tiles of BLIS's float32 kernel (3
 # 2^22, 2^21, 2^20): (16, 256, 256) 41.8, 35.7, 35.7; (16, 192, 192) 25.2,
 # 25.5, 23.1; (8, 128, 128), at 2^20 whole, 6.4 in all three.
 PACKED_MIN_WORK = 1 << 18
-PACKED_MIN_COLUMNS = 8
+PACKED_MIN_COLUMNS = 4
 PACKED_MAX_COLUMNS = 128
 PACKED_MIN_STEPS = 16
 PACKED_SPLIT_WORK = 1 << 20  # the least multiply-adds of a thread's part

@@ -10,9 +10,10 @@ PANEL_ROWS rows laid out k by k (`pack_rows`), and each step runs a
 register-tiled kernel over them (`_tile`): a panel's PANEL_ROWS rows by two
 vectors of columns of accumulators stay in registers for the whole k loop,
 each step of which loads one value of each row and two vectors of the
-batch. Measured on a Zen 4 (float32, (4096, 1024, 32)): one thread 2.69 ms
-(100 GFLOP/s) against OpenBLAS's 3.91; split over 2 threads 1.41 ms
-against OpenBLAS's 2.0–2.4 on its 2.
+batch; a last half vector of columns has a tile of its own. Measured on a
+Zen 4 (float32, (4096, 1024, 32)): one thread 2.69 ms (100 GFLOP/s)
+against OpenBLAS's 3.91; split over 2 threads 1.41 ms against OpenBLAS's
+2.0–2.4 on its 2.
 
 The kernel is written in LLVM IR with vectors of 64 bytes (16 float32, 8
 float64): AVX-512's width, which LLVM splits into two halves on a CPU with
@@ -41,14 +42,15 @@ VECTOR_BYTES = 64
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
 
 
-def _vector_type(dtype) -> ir.VectorType:
+def _vector_type(dtype, vector_bytes: int) -> ir.VectorType:
     element = ir.FloatType() if dtype == types.float32 else ir.DoubleType()
-    return ir.VectorType(element, VECTOR_BYTES // (4 if dtype == types.float32 else 8))
+    return ir.VectorType(element, vector_bytes // (4 if dtype == types.float32 else 8))
 
 
-def _tile_of(vectors: int):
+def _tile_of(vectors: int, vector_bytes: int = VECTOR_BYTES):
     """The kernel for a tile of PANEL_ROWS rows by `vectors` vectors of
-    columns: out[p·R + r, c + i] = Σ_k panels[p, k, r] · b[k, c + i]."""
+    `vector_bytes` of columns: out[p·R + r, c + i] = Σ_k panels[p, k, r] ·
+    b[k, c + i]."""
 
     @intrinsic
     def tile(typingctx, panels, b, out, p, c):
@@ -61,13 +63,13 @@ def _tile_of(vectors: int):
             b_arr = context.make_array(b_ty)(context, builder, args[1])
             out_arr = context.make_array(out_ty)(context, builder, args[2])
             p, c = args[3], args[4]
-            vec = _vector_type(a_ty.dtype)
+            vec = _vector_type(a_ty.dtype, vector_bytes)
             lanes = vec.count
             i64 = ir.IntType(64)
             k_count, width = cgutils.unpack_tuple(builder, b_arr.shape, 2)
             fma = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(vec, [vec, vec, vec]),
-                f"llvm.fma.v{lanes}{'f32' if lanes == 16 else 'f64'}")
+                f"llvm.fma.v{lanes}{'f32' if a_ty.dtype == types.float32 else 'f64'}")
             zero = ir.Constant(vec, [0.0] * lanes)
             accs = [cgutils.alloca_once_value(builder, zero) for _ in range(PANEL_ROWS * vectors)]
             first = builder.mul(builder.mul(p, k_count), ir.Constant(i64, PANEL_ROWS))
@@ -105,6 +107,9 @@ def _tile_of(vectors: int):
 
 _tile2 = _tile_of(2)
 _tile1 = _tile_of(1)
+# A last half vector of columns (8 float32): a step of 8 rows or fewer, or a
+# tail, padded to a whole vector would do twice its multiply-adds.
+_tile_half = _tile_of(1, VECTOR_BYTES // 2)
 
 
 @njit(**_JIT)
@@ -135,7 +140,7 @@ def _fill_panels(w, panels):
 @njit(**_JIT)
 def _panels_times(panels, b, out, first, last):
     """Rows of panels first to last - 1 of out = the packed weight times b
-    (k × a whole number of vectors of columns)."""
+    (k × a whole number of half vectors of columns)."""
     width = b.shape[1]
     lanes = lanes_of(b)
     for p in range(first, last):
@@ -143,8 +148,11 @@ def _panels_times(panels, b, out, first, last):
         while c + 2 * lanes <= width:
             _tile2(panels, b, out, p, c)
             c += 2 * lanes
-        if c < width:
+        if c + lanes <= width:
             _tile1(panels, b, out, p, c)
+            c += lanes
+        if c < width:
+            _tile_half(panels, b, out, p, c)
 
 
 @njit(cache=True, nogil=True, parallel=True, error_model="numpy")
@@ -196,9 +204,10 @@ def packed_for_steps(w, columns, steps, transposed):
 def packed_work(panels, columns):
     """The scratch of a run's packed products of `columns` columns (made
     once a run): x laid out k-major, and the product made transposed, both
-    with their columns padded to whole vectors."""
+    with their columns padded to whole half vectors."""
     count, k = panels.shape[0], panels.shape[1]
-    return np.empty(_work_size(count, k, _padded(columns, lanes_of(panels))), panels.dtype)
+    return np.empty(_work_size(count, k, _padded(columns, lanes_of(panels) // 2)),
+                    panels.dtype)
 
 
 @njit(**_JIT)
@@ -218,7 +227,7 @@ def _step_at(panels_at, count, k, rows, x_at, n, x_k, out_at, out_n, m, work_at,
     C-contiguous at the given addresses; on the run's packed threads."""
     panels = carray(panels_at, (count, k, rows))
     x, out = carray(x_at, (n, x_k)), carray(out_at, (out_n, m))
-    width = _padded(n, lanes_of(x))
+    width = _padded(n, lanes_of(x) // 2)
     work = carray(work_at, (work_length,))
     b = work[:k * width].reshape((k, width))
     transpose_here(x, b[:, :n])
