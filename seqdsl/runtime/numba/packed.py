@@ -123,9 +123,15 @@ def pack_rows(w):
     """w (m×k) as panels (⌈m/R⌉, k, R), R = PANEL_ROWS: panel p holds rows
     p·R to p·R + R - 1 (zeros past m) side by side, k by k."""
     m, k = w.shape
-    panels = np.zeros((-(-m // PANEL_ROWS), k, PANEL_ROWS), w.dtype)
+    panels = _panels_of(w, m, k)
     _fill_panels(w, panels)
     return panels
+
+
+@njit(**_JIT)
+def _panels_of(w, m, k):
+    """Zeroed panels for an m×k weight of w's dtype."""
+    return np.zeros((-(-m // PANEL_ROWS), k, PANEL_ROWS), w.dtype)
 
 
 @njit(**_JIT)
@@ -195,7 +201,7 @@ def packed_for_steps(w, columns, steps, transposed):
     m, k = (w.shape[1], w.shape[0]) if transposed else (w.shape[0], w.shape[1])
     if setting(7) < 1 or not packs(m, k, columns, steps, setting(7)):
         return np.zeros((0, k, PANEL_ROWS), w.dtype)
-    panels = np.zeros((-(-m // PANEL_ROWS), k, PANEL_ROWS), w.dtype)
+    panels = _panels_of(w, m, k)
     _pack(w, panels, transposed)
     return panels
 
@@ -204,9 +210,10 @@ def packed_for_steps(w, columns, steps, transposed):
 def packed_work(panels, columns):
     """The scratch of a run's packed products of `columns` columns (made
     once a run): x laid out k-major, and the product made transposed, both
-    with their columns padded to whole half vectors."""
+    with their columns padded to whole half vectors. Zeroed, so the padding
+    columns of x, which no step writes, stay zeros."""
     count, k = panels.shape[0], panels.shape[1]
-    return np.empty(_work_size(count, k, _padded(columns, lanes_of(panels) // 2)),
+    return np.zeros(_work_size(count, k, _padded(columns, lanes_of(panels) // 2)),
                     panels.dtype)
 
 
@@ -230,8 +237,7 @@ def _step_at(panels_at, count, k, rows, x_at, n, x_k, out_at, out_n, m, work_at,
     width = _padded(n, lanes_of(x) // 2)
     work = carray(work_at, (work_length,))
     b = work[:k * width].reshape((k, width))
-    transpose_here(x, b[:, :n])
-    b[:, n:] = 0
+    transpose_here(x, b[:, :n])  # its padding columns: zeros since packed_work
     product = work[k * width:_work_size(count, k, width)].reshape((count * PANEL_ROWS, width))
     parts = _parts(count, k, n, setting(7))
     if parts > 1:
