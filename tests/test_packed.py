@@ -65,6 +65,27 @@ def test_panels_hold_rows_side_by_side():
             assert (panels[p, :, r] == want).all()
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("m, k", [(26, 3), (37, 64), (12, 5), (1, 1)])
+def test_packing_on_threads_and_from_a_transpose_makes_the_same_panels(m, k, threads):
+    """The panels a run packs, split over its threads (however small, in
+    every_step_product_packed) or not, from w or from its transpose's rows,
+    are pack_rows(w)'s: every row in place, zeros past m, whatever the
+    memory held before."""
+    w = np.random.default_rng(m * k).standard_normal((m, k))
+    want = pack_rows(w)
+    for _ in range(3):  # new panels land in freed memory that held other values
+        np.full(want.size * 4, np.nan)
+        with packing.every_step_product_packed():
+            was = packing.packed_parts(threads)
+            try:
+                got = packed_for_steps(w, 4, 100, False)
+                from_transpose = packed_for_steps(np.ascontiguousarray(w.T), 4, 100, True)
+            finally:
+                packing.packed_parts(was)
+        assert np.array_equal(got, want) and np.array_equal(from_transpose, want)
+
+
 def test_runs_pack_within_the_limits_only():
     w = np.ones((4096, 1024), np.float32)
     with packing.packing_forced(True):
@@ -110,7 +131,8 @@ def test_forcing_packs_every_step_product_then_restores_the_limits():
         assert packs(1, 1, 1, 1, 1) and packs(1, 1, 2, 1, 2)
     assert packing.set_packed_limits() == limits == (
         gemm.PACKED_MIN_WORK, gemm.PACKED_MIN_COLUMNS,
-        gemm.PACKED_MAX_COLUMNS, gemm.PACKED_MIN_STEPS, gemm.PACKED_SPLIT_WORK)
+        gemm.PACKED_MAX_COLUMNS, gemm.PACKED_MIN_STEPS, gemm.PACKED_SPLIT_WORK,
+        gemm.PACK_SPLIT_VALUES)
 
 
 def test_the_rule_follows_seqdsl_packed():

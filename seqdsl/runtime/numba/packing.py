@@ -13,8 +13,8 @@ from functools import lru_cache
 
 import llvmlite.binding as llvm
 
-from .gemm import (PACKED_MAX_COLUMNS, PACKED_MIN_COLUMNS, PACKED_MIN_STEPS, PACKED_MIN_WORK,
-                   PACKED_SPLIT_WORK, _SETTINGS, _replace_limits)
+from .gemm import (PACK_SPLIT_VALUES, PACKED_MAX_COLUMNS, PACKED_MIN_COLUMNS, PACKED_MIN_STEPS,
+                   PACKED_MIN_WORK, PACKED_SPLIT_WORK, _SETTINGS, _replace_limits)
 
 
 _PACKING: list = [None]  # packing_forced's choice inside its block
@@ -62,13 +62,15 @@ def packed_parts(threads: int) -> int:
 def set_packed_limits(min_work: int = PACKED_MIN_WORK, min_columns: int = PACKED_MIN_COLUMNS,
                       max_columns: int = PACKED_MAX_COLUMNS,
                       min_steps: int = PACKED_MIN_STEPS,
-                      split_work: int = PACKED_SPLIT_WORK) -> tuple[int, int, int, int, int]:
+                      split_work: int = PACKED_SPLIT_WORK,
+                      pack_split: int = PACK_SPLIT_VALUES) -> tuple[int, ...]:
     """The smallest step product run over packed weights (multiply-adds,
-    columns of the result, steps of the run), the most columns, and the
-    least multiply-adds of each thread's part of a split one; returns the
-    limits they replaced."""
-    return _replace_limits((8, 9, 10, 11, 12),
-                           (min_work, min_columns, max_columns, min_steps, split_work))
+    columns of the result, steps of the run), the most columns, the least
+    multiply-adds of each thread's part of a split one, and the least
+    values of a weight each thread packs; returns the limits they
+    replaced."""
+    return _replace_limits((8, 9, 10, 11, 12, 13), (min_work, min_columns, max_columns,
+                                                    min_steps, split_work, pack_split))
 
 
 @contextlib.contextmanager
@@ -92,7 +94,7 @@ def every_step_product_packed(on: bool = True):
     if not on:
         yield
         return
-    limits = set_packed_limits(1, 1, 1 << 30, 1, 1)
+    limits = set_packed_limits(1, 1, 1 << 30, 1, 1, 1)
     try:
         with packing_forced(True):
             yield
