@@ -30,6 +30,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -604,14 +605,18 @@ def _line(row, names) -> str:
 
 
 def replace_section(path: Path, heading: str, section: list[str]) -> None:
-    """RESULTS.md with its section `heading` (`## Tagger`) replaced by
-    `section`'s lines, or those added at the end; the rest kept as it is."""
+    """RESULTS.md with its section `heading` (the whole line, `## Tagger`)
+    replaced where it stands by `section`'s lines, or those added at the
+    end; the rest kept as it is."""
     text = path.read_text("utf-8") if path.exists() else "# Benchmark results\n\n"
-    start = text.find(heading)
-    if start >= 0:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + text[end + 1:] if end >= 0 else text[:start]
-    path.write_text(text.rstrip("\n") + "\n\n" + "\n".join(section), "utf-8")
+    new = "\n".join(section).rstrip("\n") + "\n"
+    found = re.search(f"^{re.escape(heading)}$", text, re.MULTILINE)
+    if found is None:
+        path.write_text(text.rstrip("\n") + "\n\n" + new, "utf-8")
+        return
+    end = text.find("\n## ", found.end())
+    rest = "\n" + text[end + 1:] if end >= 0 else ""
+    path.write_text(text[:found.start()] + new + rest, "utf-8")
 
 
 def write_results(path, rows, rates, impls) -> None:
