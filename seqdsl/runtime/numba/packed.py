@@ -167,11 +167,17 @@ def _fill_panels_from(w, panels, first, last):
 def _fill_panels_split(w, panels, parts):
     """_fill_panels in `parts` runs of panels, one on each of Numba's
     threads."""
-    count = panels.shape[0]
-    per_part = -(-count // parts)
     for s in prange(parts):
-        first, last = s * per_part, min(count, (s + 1) * per_part)
+        first, last = _run_of(s, parts, panels.shape[0])
         _fill_panels_from(w, panels, first, last)
+
+
+@njit(**_JIT)
+def _run_of(s, parts, count):
+    """Run s of `parts` runs of `count` panels, as equal as whole runs of
+    ⌈count / parts⌉ make them: its first panel and the one past its last."""
+    per_part = -(-count // parts)
+    return min(count, s * per_part), min(count, (s + 1) * per_part)
 
 
 @njit(**_JIT)
@@ -192,24 +198,28 @@ def _panels_times(panels, b, out, first, last):
             _tile_half(panels, b, out, p, c)
 
 
+@njit(**_JIT)
+def _panels_times_out(panels, b, product, out, first, last):
+    """Rows of panels first to last - 1 of the product (_panels_times),
+    then those of its first m rows laid out batch-major in out (n × m)."""
+    _panels_times(panels, b, product, first, last)
+    n, m = out.shape
+    lo, hi = first * PANEL_ROWS, min(m, last * PANEL_ROWS)
+    if lo < hi:
+        transpose_here(product[lo:hi, :n], out[:, lo:hi])
+
+
 @njit(cache=True, nogil=True, parallel=True, error_model="numpy")
 def _panels_times_split(panels, b, product, out, parts):
-    """out (n × m) = the product's first m rows transposed, the product made
-    by _panels_times over all panels in `parts` runs of them, one on each of
-    Numba's threads (a call each: inside the parallel loop's own body the
-    kernel measured 12% slower), each run then laying out its own rows. The
-    layout is serial work beside a product split over threads: at (m, n) =
-    (4096, 32), the (32, 1024, 1024) LSTM's step, 39 µs on one thread,
-    against 1.4 ms for the product on 2 (float32, Zen 4)."""
-    count = panels.shape[0]
-    n, m = out.shape
-    per_part = -(-count // parts)
+    """_panels_times_out over all panels, in `parts` runs of them, one on
+    each of Numba's threads (a call each: inside the parallel loop's own
+    body the kernel measured 12% slower), so each run lays out its own
+    rows: serial, that layout took 39 µs a step at (m, n) = (4096, 32),
+    the (32, 1024, 1024) LSTM's step, beside 1.4 ms for the product on 2
+    threads (float32, Zen 4)."""
     for s in prange(parts):
-        first, last = s * per_part, min(count, (s + 1) * per_part)
-        _panels_times(panels, b, product, first, last)
-        lo, hi = first * PANEL_ROWS, min(m, last * PANEL_ROWS)
-        if lo < hi:
-            transpose_here(product[lo:hi, :n], out[:, lo:hi])
+        first, last = _run_of(s, parts, panels.shape[0])
+        _panels_times_out(panels, b, product, out, first, last)
 
 
 @njit(**_JIT)
@@ -283,18 +293,18 @@ def _step_at(panels_at, count, k, rows, x_at, n, x_k, out_at, out_n, m, work_at,
     if parts > 1:
         _panels_times_split(panels, b, product, out, parts)
     else:
-        _panels_times(panels, b, product, 0, count)
-        transpose_here(product[:m, :n], out)
+        _panels_times_out(panels, b, product, out, 0, count)
 
 
 def _pack_at(w_at, rows, cols, panels_at, count, k, panel_rows, transposed):
     w = carray(w_at, (rows, cols))
+    source = w.T if transposed else w
     panels = carray(panels_at, (count, k, panel_rows))
     parts = min(setting(7), count, rows * cols // setting(13))
     if parts > 1:
-        _fill_panels_split(w.T if transposed else w, panels, parts)
+        _fill_panels_split(source, panels, parts)
     else:
-        _fill_panels(w.T if transposed else w, panels)
+        _fill_panels(source, panels)
 
 
 by_name.register("packed_step", _step_at, (3, 2, 2, 1), 0)
