@@ -99,8 +99,9 @@ def test_runs_pack_within_the_limits_only():
                 assert not packs(4096, 1024, columns, steps, 2)
                 assert packed_for_steps(w, columns, steps, False).shape[0] == 0
             assert not packs(128, 32, 32, 100, 1)  # too little work
-            assert not packs(512, 128, 16, 100, 2)  # too little to split over threads
-            assert packs(512, 128, 16, 100, 1)  # but enough for one
+            assert not packs(512, 128, 8, 100, 2)  # too little to split over threads
+            assert packs(512, 128, 8, 100, 1)  # but enough for one
+            assert packs(1024, 256, 4, 100, 2)  # two parts of PACKED_SPLIT_WORK
         finally:
             packing.packed_parts(was)
     with packing.packing_forced(False):
@@ -113,14 +114,15 @@ def test_runs_pack_within_the_limits_only():
 
 @pytest.mark.parametrize("count, k, columns, threads, parts", [
     (342, 1024, 32, 2, 2),  # the (32, 1024, 1024) LSTM's step: 2^27 multiply-adds
-    (342, 1024, 32, 256, 128),  # each part at least PACKED_SPLIT_WORK
+    (342, 1024, 32, 512, 256),  # each part at least PACKED_SPLIT_WORK
     (86, 256, 16, 2, 2),  # (1024, 256, 16): 2^22
-    (43, 128, 16, 2, 1),  # (512, 128, 16): 2^20, too little to split
+    (86, 256, 4, 2, 2),  # (1024, 256, 4), the (4, 256, 256) LSTM's step: 2^20
+    (43, 128, 8, 2, 1),  # (512, 128, 8): 2^19, too little to split
     (1, 4096, 128, 4, 1),  # one panel: one part
 ])
 def test_a_packed_product_is_split_only_into_parts_of_enough_work(count, k, columns, threads,
                                                                  parts):
-    assert gemm.PACKED_SPLIT_WORK == 1 << 20
+    assert gemm.PACKED_SPLIT_WORK == 1 << 19
     assert _parts(count, k, columns, threads) == parts
 
 

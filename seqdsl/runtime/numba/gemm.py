@@ -96,12 +96,17 @@ SPLIT_ROWS = 32  # each part a whole number of tiles of BLIS's float32 kernel (3
 # several threads only a product of two such parts or more is packed. In
 # whole runs on 2 threads (LSTM forward+backward, ms; parts of at least
 # 2^22, 2^21, 2^20): (16, 256, 256) 41.8, 35.7, 35.7; (16, 192, 192) 25.2,
-# 25.5, 23.1; (8, 128, 128), at 2^20 whole, 6.4 in all three.
+# 25.5, 23.1; (8, 128, 128), at 2^20 whole, 6.4 in all three. On a Zen 4,
+# medians of 3 processes a limit, alternating (parts of at least 2^20,
+# 2^19, 2^18): (4, 256, 256), whose step's product of 2^20 is split only
+# from 2^19 on, 16.1, 11.7, 11.7; (4, 512, 512) 45.5, 44.7, 53.1; (8, 128,
+# 128) 5.6, 5.7, 8.1; (4, 128, 128) 3.8, 3.7, 4.5; (16, 128, 128) 13.9,
+# 13.1, 12.7; (16, 256, 256) 37.9, 37.7, 38.1.
 PACKED_MIN_WORK = 1 << 18
 PACKED_MIN_COLUMNS = 4
 PACKED_MAX_COLUMNS = 128
 PACKED_MIN_STEPS = 16
-PACKED_SPLIT_WORK = 1 << 20  # the least multiply-adds of a thread's part
+PACKED_SPLIT_WORK = 1 << 19  # the least multiply-adds of a thread's part
 # The least values of a weight each of a run's packed threads packs: the
 # packing, once a run, is serial work beside step products split over those
 # threads. Measured on a Zen 4 (float32, ms, 2 threads against 1): a
