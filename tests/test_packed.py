@@ -29,12 +29,17 @@ TOL = {np.float64: 1e-13, np.float32: 1e-5}
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("m, k, n", [(1, 1, 1), (12, 5, 16), (13, 7, 17), (37, 64, 33),
-                                     (24, 3, 8), (50, 40, 2), (11, 1, 40)])
+                                     (24, 3, 8), (50, 40, 2), (11, 1, 40),
+                                     # narrow: panels in pairs, a last one alone, a last
+                                     # one past m, on each thread's run of panels
+                                     (23, 9, 3), (36, 6, 4), (49, 17, 1), (60, 8, 4),
+                                     (121, 33, 2), (12, 2, 3), (5, 4, 4)])
 def test_packed_product_is_the_product(m, k, n, threads, dtype):
     rng = np.random.default_rng(m * 1000 + k * 10 + n)
     w = rng.standard_normal((m, k)).astype(dtype)
     x = rng.standard_normal((n, k)).astype(dtype)
-    out = np.full((n, m), np.nan, dtype)
+    guarded = np.full(n * m + PANEL_ROWS, np.nan, dtype)  # what follows out stays as it was
+    out = guarded[:n * m].reshape(n, m)
     with packing.every_step_product_packed():  # split over the threads, however small
         was = packing.packed_parts(threads)
         try:
@@ -43,6 +48,7 @@ def test_packed_product_is_the_product(m, k, n, threads, dtype):
             packing.packed_parts(was)
     want = x.astype(np.float64) @ w.T.astype(np.float64)
     assert np.abs(out - want).max() <= TOL[dtype] * max(1.0, np.abs(want).max())
+    assert np.isnan(guarded[n * m:]).all()
 
 
 def test_the_product_takes_only_c_contiguous_arrays_of_one_dtype():
@@ -95,7 +101,7 @@ def test_runs_pack_within_the_limits_only():
             # its transpose: 1024 rows of 4096
             assert packed_for_steps(w, 32, 100, True).shape == (86, 4096, PANEL_ROWS)
             assert packs(4096, 1024, 32, 100, 2)
-            for columns, steps in ((2, 100), (1024, 100), (32, 4)):  # too few or many
+            for columns, steps in ((1, 100), (1024, 100), (32, 4)):  # too few or many
                 assert not packs(4096, 1024, columns, steps, 2)
                 assert packed_for_steps(w, columns, steps, False).shape[0] == 0
             assert not packs(128, 32, 32, 100, 1)  # too little work

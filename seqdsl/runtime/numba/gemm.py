@@ -102,8 +102,14 @@ SPLIT_ROWS = 32  # each part a whole number of tiles of BLIS's float32 kernel (3
 # from 2^19 on, 16.1, 11.7, 11.7; (4, 512, 512) 45.5, 44.7, 53.1; (8, 128,
 # 128) 5.6, 5.7, 8.1; (4, 128, 128) 3.8, 3.7, 4.5; (16, 128, 128) 13.9,
 # 13.1, 12.7; (16, 256, 256) 37.9, 37.7, 38.1.
+# From 2 columns to 4 the narrow kernel takes the product (tiles.py), 2.5 to
+# 4 times faster than OpenBLAS; a single column stays on OpenBLAS's gemv.
+# Whole runs, LSTM forward+backward on 2 threads (medians of 3 processes,
+# alternating, ms, against the column tiles from 4 columns, OpenBLAS below):
+# (2, 512, 512) 25.6 against 55.8, (2, 1024, 1024) 102 against 235, (4,
+# 256, 256) 9.2 against 12.6, (4, 512, 512) 33.5 against 44.4.
 PACKED_MIN_WORK = 1 << 18
-PACKED_MIN_COLUMNS = 4
+PACKED_MIN_COLUMNS = 2
 PACKED_MAX_COLUMNS = 128
 PACKED_MIN_STEPS = 16
 PACKED_SPLIT_WORK = 1 << 19  # the least multiply-adds of a thread's part

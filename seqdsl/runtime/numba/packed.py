@@ -6,18 +6,12 @@ at (m, k, n) = (4096, 1024, 32), the (32, 1024, 1024) LSTM's step, that
 packing and streaming is a third of the call (one thread, float32: 3.9 ms,
 68 GFLOP/s, against 98 GFLOP/s for n = 256, where it is spread over more
 columns). Here W is packed once, before the time loop, into panels of
-PANEL_ROWS rows laid out k by k (`pack_rows`), and each step runs a
-register-tiled kernel over them (`_tile`): a panel's PANEL_ROWS rows by two
-vectors of columns of accumulators stay in registers for the whole k loop,
-each step of which loads one value of each row and two vectors of the
-batch; a last half vector of columns has a tile of its own. Measured on a
-Zen 4 (float32, (4096, 1024, 32)): one thread 2.69 ms (100 GFLOP/s)
+PANEL_ROWS rows laid out k by k (`pack_rows`), and each step runs
+register-tiled kernels over them (tiles.py): by vectors of the batch's
+columns, or, for a batch of a few columns, by vectors of rows. Measured on
+a Zen 4 (float32, (4096, 1024, 32)): one thread 2.69 ms (100 GFLOP/s)
 against OpenBLAS's 3.91; split over 2 threads 1.41 ms against OpenBLAS's
-2.0–2.4 on its 2.
-
-The kernel is written in LLVM IR with vectors of 64 bytes (16 float32, 8
-float64): AVX-512's width, which LLVM splits into two halves on a CPU with
-AVX2 only. packing.py decides where packed products run and on how many
+2.0–2.4 on its 2. packing.py decides where packed products run and on how many
 threads (`packing`, `packed_parts`, gemm.py's PACKED_ limits). A kernel asks
 `packed_for_steps` for the panels and `packed_work` for the scratch once a
 run, then calls `packed_product` each step: a call by name of a C function
@@ -27,89 +21,16 @@ product again; the panels are packed by name too.
 from __future__ import annotations
 
 import numpy as np
-from llvmlite import ir
 from numba import carray, njit, prange, types
-from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic, overload
 
 from . import by_name
 from .copies import transpose_here
 from .library import setting
+from .tiles import NARROW_COLUMNS, PANEL_ROWS, VECTOR_BYTES, narrow_tile, tile1, tile2, tile_half
 
-PANEL_ROWS = 12  # 12 rows × 2 vectors: 24 accumulators of AVX-512's 32 registers
-VECTOR_BYTES = 64
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
-
-
-def _vector_type(dtype, vector_bytes: int) -> ir.VectorType:
-    element = ir.FloatType() if dtype == types.float32 else ir.DoubleType()
-    return ir.VectorType(element, vector_bytes // (4 if dtype == types.float32 else 8))
-
-
-def _tile_of(vectors: int, vector_bytes: int = VECTOR_BYTES):
-    """The kernel for a tile of PANEL_ROWS rows by `vectors` vectors of
-    `vector_bytes` of columns: out[p·R + r, c + i] = Σ_k panels[p, k, r] ·
-    b[k, c + i]."""
-
-    @intrinsic
-    def tile(typingctx, panels, b, out, p, c):
-        if panels.dtype not in (types.float32, types.float64):
-            return None
-
-        def codegen(context, builder, signature, args):
-            a_ty, b_ty, out_ty = signature.args[:3]
-            panel_arr = context.make_array(a_ty)(context, builder, args[0])
-            b_arr = context.make_array(b_ty)(context, builder, args[1])
-            out_arr = context.make_array(out_ty)(context, builder, args[2])
-            p, c = args[3], args[4]
-            vec = _vector_type(a_ty.dtype, vector_bytes)
-            lanes = vec.count
-            i64 = ir.IntType(64)
-            k_count, width = cgutils.unpack_tuple(builder, b_arr.shape, 2)
-            fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vec, [vec, vec, vec]),
-                f"llvm.fma.v{lanes}{'f32' if a_ty.dtype == types.float32 else 'f64'}")
-            zero = ir.Constant(vec, [0.0] * lanes)
-            accs = [cgutils.alloca_once_value(builder, zero) for _ in range(PANEL_ROWS * vectors)]
-            first = builder.mul(builder.mul(p, k_count), ir.Constant(i64, PANEL_ROWS))
-            splat = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
-
-            def vector_at(base, offset):
-                at = builder.gep(base, [ir.Constant(i64, offset)])
-                return builder.bitcast(at, vec.as_pointer())
-
-            with cgutils.for_range(builder, k_count) as loop:
-                k = loop.index
-                b_row = builder.gep(b_arr.data, [builder.add(builder.mul(k, width), c)])
-                bs = [builder.load(vector_at(b_row, lanes * v), align=1) for v in range(vectors)]
-                a_row = builder.gep(panel_arr.data, [
-                    builder.add(first, builder.mul(k, ir.Constant(i64, PANEL_ROWS)))])
-                for r in range(PANEL_ROWS):
-                    a = builder.load(builder.gep(a_row, [ir.Constant(i64, r)]))
-                    a = builder.insert_element(ir.Constant(vec, ir.Undefined), a,
-                                               ir.Constant(ir.IntType(32), 0))
-                    a = builder.shuffle_vector(a, ir.Constant(vec, ir.Undefined), splat)
-                    for v in range(vectors):
-                        acc = accs[r * vectors + v]
-                        builder.store(builder.call(fma, [a, bs[v], builder.load(acc)]), acc)
-            top = builder.mul(p, ir.Constant(i64, PANEL_ROWS))
-            for r in range(PANEL_ROWS):
-                row = builder.add(top, ir.Constant(i64, r))
-                out_row = builder.gep(out_arr.data, [builder.add(builder.mul(row, width), c)])
-                for v in range(vectors):
-                    builder.store(builder.load(accs[r * vectors + v]),
-                                  vector_at(out_row, lanes * v), align=1)
-            return context.get_dummy_value()
-        return types.void(panels, b, out, p, c), codegen
-    return tile
-
-
-_tile2 = _tile_of(2)
-_tile1 = _tile_of(1)
-# A last half vector of columns (8 float32): a step of 8 rows or fewer, or a
-# tail, padded to a whole vector would do twice its multiply-adds.
-_tile_half = _tile_of(1, VECTOR_BYTES // 2)
 
 
 @njit(**_JIT)
@@ -189,13 +110,35 @@ def _panels_times(panels, b, out, first, last):
     for p in range(first, last):
         c = 0
         while c + 2 * lanes <= width:
-            _tile2(panels, b, out, p, c)
+            tile2(panels, b, out, p, c)
             c += 2 * lanes
         if c + lanes <= width:
-            _tile1(panels, b, out, p, c)
+            tile1(panels, b, out, p, c)
             c += lanes
         if c < width:
-            _tile_half(panels, b, out, p, c)
+            tile_half(panels, b, out, p, c)
+
+
+@njit(**_JIT)
+def _panels_times_narrow(panels, x, out, first, last):
+    """Rows of panels first to last - 1 of out (n × m) = x (n × k, n at
+    most NARROW_COLUMNS) times the packed weight's transpose, two panels at
+    a time: batch-major as made, so no layout follows. The last one or two
+    panels (one alone, or one past out's m columns) are made aside and
+    only their rows within m kept."""
+    m = out.shape[1]
+    whole = min(last, m // PANEL_ROWS)
+    p = first
+    while p + 2 <= whole:
+        narrow_tile(panels, x, out, p, p + 1, p * PANEL_ROWS)
+        p += 2
+    if p < last:  # at most two left: only the last panel may pass m
+        aside = np.empty((x.shape[0], 2 * PANEL_ROWS), out.dtype)
+        narrow_tile(panels, x, aside, p, min(p + 1, last - 1), 0)
+        top = p * PANEL_ROWS
+        for c in range(x.shape[0]):
+            for j in range(min(m, last * PANEL_ROWS) - top):
+                out[c, top + j] = aside[c, j]
 
 
 @njit(**_JIT)
@@ -209,9 +152,19 @@ def _panels_times_out(panels, b, product, out, first, last):
         transpose_here(product[lo:hi, :n], out[:, lo:hi])
 
 
+@njit(**_JIT)
+def _panels_times_run(panels, b, product, out, first, last, narrow):
+    """Rows of panels first to last - 1 of out: by the narrow kernels from
+    x itself (b; `narrow`), else _panels_times_out."""
+    if narrow:
+        _narrow_by_name(panels, b, out, first, last)
+    else:
+        _panels_times_out(panels, b, product, out, first, last)
+
+
 @njit(cache=True, nogil=True, parallel=True, error_model="numpy")
-def _panels_times_split(panels, b, product, out, parts):
-    """_panels_times_out over all panels, in `parts` runs of them, one on
+def _panels_times_split(panels, b, product, out, parts, narrow):
+    """_panels_times_run over all panels, in `parts` runs of them, one on
     each of Numba's threads (a call each: inside the parallel loop's own
     body the kernel measured 12% slower), so each run lays out its own
     rows: serial, that layout took 39 µs a step at (m, n) = (4096, 32),
@@ -219,7 +172,7 @@ def _panels_times_split(panels, b, product, out, parts):
     threads (float32, Zen 4)."""
     for s in prange(parts):
         first, last = _run_of(s, parts, panels.shape[0])
-        _panels_times_out(panels, b, product, out, first, last)
+        _panels_times_run(panels, b, product, out, first, last, narrow)
 
 
 @njit(**_JIT)
@@ -284,16 +237,20 @@ def _step_at(panels_at, count, k, rows, x_at, n, x_k, out_at, out_n, m, work_at,
     C-contiguous at the given addresses; on the run's packed threads."""
     panels = carray(panels_at, (count, k, rows))
     x, out = carray(x_at, (n, x_k)), carray(out_at, (out_n, m))
-    width = _padded(n, lanes_of(x) // 2)
     work = carray(work_at, (work_length,))
-    b = work[:k * width].reshape((k, width))
-    transpose_here(x, b[:, :n])  # its padding columns: zeros since packed_work
-    product = work[k * width:_work_size(count, k, width)].reshape((count * PANEL_ROWS, width))
+    narrow = n <= NARROW_COLUMNS
+    if narrow:  # made from x as it is, batch-major
+        b, product = x, work[:0].reshape((0, n))
+    else:
+        width = _padded(n, lanes_of(x) // 2)
+        b = work[:k * width].reshape((k, width))
+        transpose_here(x, b[:, :n])  # its padding columns: zeros since packed_work
+        product = work[k * width:_work_size(count, k, width)].reshape((count * PANEL_ROWS, width))
     parts = _parts(count, k, n, setting(7))
     if parts > 1:
-        _panels_times_split(panels, b, product, out, parts)
+        _panels_times_split(panels, b, product, out, parts, narrow)
     else:
-        _panels_times_out(panels, b, product, out, 0, count)
+        _panels_times_run(panels, b, product, out, 0, count, narrow)
 
 
 def _pack_at(w_at, rows, cols, panels_at, count, k, panel_rows, transposed):
@@ -307,6 +264,21 @@ def _pack_at(w_at, rows, cols, panels_at, count, k, panel_rows, transposed):
         _fill_panels(source, panels)
 
 
+def _narrow_at(panels_at, count, k, rows, x_at, n, x_k, out_at, out_n, m, first, last):
+    _panels_times_narrow(carray(panels_at, (count, k, rows)), carray(x_at, (n, x_k)),
+                         carray(out_at, (out_n, m)), first, last)
+
+
+@intrinsic
+def _narrow_by_name(typingctx, panels, x, out, first, last):
+    return types.void(panels, x, out, first, last), by_name.call("narrow_step")
+
+
+# By name, the narrow kernel's code is compiled once a dtype, not again in
+# each function that calls it: linked into the functions of a step's product
+# instead, this module's first compile took 28 s against 17 (15 s before the
+# narrow kernel)
+by_name.register("narrow_step", _narrow_at, (3, 2, 2), 2)
 by_name.register("packed_step", _step_at, (3, 2, 2, 1), 0)
 by_name.register("pack", _pack_at, (2, 3), 1)
 
