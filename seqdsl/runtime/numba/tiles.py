@@ -39,6 +39,12 @@ def _vector_type(dtype, vector_bytes: int) -> ir.VectorType:
     return ir.VectorType(element, vector_bytes // (4 if dtype == types.float32 else 8))
 
 
+def _arrays(context, builder, signature, args) -> list:
+    """A tile's three arrays (the panels, the batch, out), to index."""
+    return [context.make_array(ty)(context, builder, value)
+            for ty, value in zip(signature.args[:3], args[:3])]
+
+
 def _tile_of(vectors: int, vector_bytes: int = VECTOR_BYTES):
     """The kernel for a tile of PANEL_ROWS rows by `vectors` vectors of
     `vector_bytes` of columns: out[p·R + r, c + i] = Σ_k panels[p, k, r] ·
@@ -50,10 +56,8 @@ def _tile_of(vectors: int, vector_bytes: int = VECTOR_BYTES):
             return None
 
         def codegen(context, builder, signature, args):
-            a_ty, b_ty, out_ty = signature.args[:3]
-            panel_arr = context.make_array(a_ty)(context, builder, args[0])
-            b_arr = context.make_array(b_ty)(context, builder, args[1])
-            out_arr = context.make_array(out_ty)(context, builder, args[2])
+            a_ty = signature.args[0]
+            panel_arr, b_arr, out_arr = _arrays(context, builder, signature, args)
             p, c = args[3], args[4]
             vec = _vector_type(a_ty.dtype, vector_bytes)
             lanes = vec.count
@@ -132,10 +136,8 @@ def narrow_tile(typingctx, panels, x, out, p, p2, o):
         return None
 
     def codegen(context, builder, signature, args):
-        a_ty, x_ty, out_ty = signature.args[:3]
-        panel_arr = context.make_array(a_ty)(context, builder, args[0])
-        x_arr = context.make_array(x_ty)(context, builder, args[1])
-        out_arr = context.make_array(out_ty)(context, builder, args[2])
+        a_ty = signature.args[0]
+        panel_arr, x_arr, out_arr = _arrays(context, builder, signature, args)
         element = ir.FloatType() if a_ty.dtype == types.float32 else ir.DoubleType()
         suffix = "f32" if a_ty.dtype == types.float32 else "f64"
         align = a_ty.dtype.bitwidth // 8
