@@ -27,6 +27,7 @@ from numba.core import config
 from ...errors import SeqError
 from . import cache
 from .cache import cache_root, locked, temporary_root, warn
+from .library_cache import fingerprint_of
 
 PACKAGE = Path(__file__).resolve().parents[2]  # seqdsl/
 # The most run-time alias checks LLVM's loop vectoriser may add to a loop (its
@@ -61,11 +62,7 @@ def _allow_alias_checks() -> None:
 def code_fingerprint(package: Path = PACKAGE) -> str:
     """A hash of every Python file of seqdsl: a change to any code that shapes
     the generated module, or that it calls, makes new cache keys."""
-    h = hashlib.sha256()
-    for path in sorted(p for p in package.rglob("*.py") if "__pycache__" not in p.parts):
-        h.update(path.relative_to(package).as_posix().encode() + b"\0")
-        h.update(hashlib.sha256(path.read_bytes()).digest())
-    return h.hexdigest()
+    return fingerprint_of(package)
 
 
 @functools.lru_cache(maxsize=None)
