@@ -154,7 +154,7 @@ def _panels_times_out(panels, b, product, out, first, last):
 
 @njit(**_JIT)
 def _panels_times_run(panels, b, product, out, first, last, narrow):
-    """Rows of panels first to last - 1 of out: by the narrow kernels from
+    """Rows of panels first to last - 1 of out: by the narrow kernel from
     x itself (b; `narrow`), else _panels_times_out."""
     if narrow:
         _narrow_by_name(panels, b, out, first, last)
@@ -214,8 +214,11 @@ def packed_work(panels, columns):
     """The scratch of a run's packed products of `columns` columns (made
     once a run): x laid out k-major, and the product made transposed, both
     with their columns padded to whole half vectors. Zeroed, so the padding
-    columns of x, which no step writes, stay zeros."""
+    columns of x, which no step writes, stay zeros. A narrow product needs
+    none (it reads x and writes out as they are)."""
     count, k = panels.shape[0], panels.shape[1]
+    if columns <= NARROW_COLUMNS:
+        return np.zeros(0, panels.dtype)
     return np.zeros(_work_size(count, k, _padded(columns, lanes_of(panels) // 2)),
                     panels.dtype)
 

@@ -39,6 +39,22 @@ def _vector_type(dtype, vector_bytes: int) -> ir.VectorType:
     return ir.VectorType(element, vector_bytes // (4 if dtype == types.float32 else 8))
 
 
+def _fma(builder, vec: ir.VectorType):
+    """LLVM's fused multiply-add on vectors of `vec`'s type."""
+    suffix = "f32" if isinstance(vec.element, ir.FloatType) else "f64"
+    return cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vec, [vec, vec, vec]), f"llvm.fma.v{vec.count}{suffix}")
+
+
+def _broadcast(builder, vec: ir.VectorType, value):
+    """`value` in every lane of a vector of `vec`'s type."""
+    one = builder.insert_element(ir.Constant(vec, ir.Undefined), value,
+                                 ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(one, ir.Constant(vec, ir.Undefined),
+                                  ir.Constant(ir.VectorType(ir.IntType(32), vec.count),
+                                              [0] * vec.count))
+
+
 def _arrays(context, builder, signature, args) -> list:
     """A tile's three arrays (the panels, the batch, out), to index."""
     return [context.make_array(ty)(context, builder, value)
@@ -63,13 +79,10 @@ def _tile_of(vectors: int, vector_bytes: int = VECTOR_BYTES):
             lanes = vec.count
             i64 = ir.IntType(64)
             k_count, width = cgutils.unpack_tuple(builder, b_arr.shape, 2)
-            fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vec, [vec, vec, vec]),
-                f"llvm.fma.v{lanes}{'f32' if a_ty.dtype == types.float32 else 'f64'}")
+            fma = _fma(builder, vec)
             zero = ir.Constant(vec, [0.0] * lanes)
             accs = [cgutils.alloca_once_value(builder, zero) for _ in range(PANEL_ROWS * vectors)]
             first = builder.mul(builder.mul(p, k_count), ir.Constant(i64, PANEL_ROWS))
-            splat = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
 
             def vector_at(base, offset):
                 at = builder.gep(base, [ir.Constant(i64, offset)])
@@ -82,10 +95,8 @@ def _tile_of(vectors: int, vector_bytes: int = VECTOR_BYTES):
                 a_row = builder.gep(panel_arr.data, [
                     builder.add(first, builder.mul(k, ir.Constant(i64, PANEL_ROWS)))])
                 for r in range(PANEL_ROWS):
-                    a = builder.load(builder.gep(a_row, [ir.Constant(i64, r)]))
-                    a = builder.insert_element(ir.Constant(vec, ir.Undefined), a,
-                                               ir.Constant(ir.IntType(32), 0))
-                    a = builder.shuffle_vector(a, ir.Constant(vec, ir.Undefined), splat)
+                    a = _broadcast(builder, vec, builder.load(builder.gep(a_row, [
+                        ir.Constant(i64, r)])))
                     for v in range(vectors):
                         acc = accs[r * vectors + v]
                         builder.store(builder.call(fma, [a, bs[v], builder.load(acc)]), acc)
@@ -138,8 +149,7 @@ def narrow_tile(typingctx, panels, x, out, p, p2, o):
     def codegen(context, builder, signature, args):
         a_ty = signature.args[0]
         panel_arr, x_arr, out_arr = _arrays(context, builder, signature, args)
-        element = ir.FloatType() if a_ty.dtype == types.float32 else ir.DoubleType()
-        suffix = "f32" if a_ty.dtype == types.float32 else "f64"
+        element = _vector_type(a_ty.dtype, VECTOR_BYTES).element
         align = a_ty.dtype.bitwidth // 8
         i64, i32 = ir.IntType(64), ir.IntType(32)
         k_count = cgutils.unpack_tuple(builder, panel_arr.shape, 3)[1]
@@ -147,9 +157,7 @@ def narrow_tile(typingctx, panels, x, out, p, p2, o):
         out_m = cgutils.unpack_tuple(builder, out_arr.shape, 2)[1]
         chunks = _chunks(2, 256 // a_ty.dtype.bitwidth)  # 32-byte vectors
         vecs = [ir.VectorType(element, sum(rows for _, _, rows in runs)) for runs in chunks]
-        fmas = [cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(v, [v, v, v]), f"llvm.fma.v{v.count}{suffix}")
-            for v in vecs]
+        fmas = [_fma(builder, v) for v in vecs]
         accs = [[cgutils.alloca_once_value(builder, ir.Constant(v, [0.0] * v.count))
                  for v in vecs] for _ in range(NARROW_COLUMNS)]
         panel_size = builder.mul(k_count, ir.Constant(i64, PANEL_ROWS))
@@ -180,12 +188,8 @@ def narrow_tile(typingctx, panels, x, out, p, p2, o):
                 value = builder.load(builder.gep(x_arr.data, [
                     builder.add(builder.mul(x_rows[c], x_k), k)]))
                 for v, row, fma, acc in zip(vecs, rows, fmas, accs[c]):
-                    one = builder.insert_element(ir.Constant(v, ir.Undefined), value,
-                                                 ir.Constant(i32, 0))
-                    broadcast = builder.shuffle_vector(
-                        one, ir.Constant(v, ir.Undefined),
-                        ir.Constant(ir.VectorType(i32, v.count), [0] * v.count))
-                    builder.store(builder.call(fma, [row, broadcast, builder.load(acc)]), acc)
+                    builder.store(builder.call(fma, [row, _broadcast(builder, v, value),
+                                                     builder.load(acc)]), acc)
         for c in range(NARROW_COLUMNS):
             with builder.if_then(builder.icmp_signed("<", ir.Constant(i64, c), n)):
                 offset = 0
